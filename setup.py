@@ -1,0 +1,28 @@
+"""hitstream: the blog's Kafka -> Structured Streaming system, rebuilt as an Apache Beam portable pipeline."""
+from setuptools import find_packages, setup
+
+# Versions seen working together on Python 3.11 (see README, "Versions").
+BEAM_VERSION = "2.77.0"
+
+setup(
+    name="hitstream",
+    version="0.1.0",
+    description="Real-time ISP-hit counts from Kafka on Apache Beam: the Structured Streaming blog, rebuilt.",
+    python_requires=">=3.10",
+    packages=find_packages(include=["hitstream*", "pipelines*", "transforms*", "runners*", "stack*"]),
+    package_data={"stack": ["*.xml"], "hitstream": ["dashboard/*"]},
+    install_requires=[
+        f"apache-beam[gcp]=={BEAM_VERSION}",
+        "confluent-kafka==2.16.1",
+        "pyarrow==25.0.1",
+        "duckdb==2.0.0",
+        "SQLAlchemy==2.1.9",
+        "PyMySQL==1.2.4",
+        "orjson==3.13.0",
+        "rich==15.0.0",
+    ],
+    extras_require={
+        "test": ["pytest==9.2.0", "pytest-timeout==2.4.0"],
+    },
+    entry_points={"console_scripts": ["hitstream=hitstream.cli:main"]},
+)

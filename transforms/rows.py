@@ -1,0 +1,88 @@
+"""The row types that flow between hitstream's steps.
+
+One module so that the source, the parser, the queries and the sinks agree on field names. Field names follow
+Spark's Kafka source schema and the blog's queries.
+"""
+from __future__ import annotations
+
+import datetime
+from typing import NamedTuple, Optional, Tuple
+
+# Spark's timestampType values.
+CREATE_TIME = 0
+LOG_APPEND_TIME = 1
+
+
+class KafkaRecord(NamedTuple):
+    """One Kafka message, with Spark's source columns.
+
+    `late` is hitstream's addition: True when the record's event time was already behind its partition's watermark
+    (max event time seen in that partition minus the watermark delay) when it was read. Windowed queries drop such
+    records and count them; other queries keep them.
+    """
+    key: Optional[bytes]
+    value: Optional[bytes]
+    topic: str
+    partition: int
+    offset: int
+    timestamp: int  # epoch milliseconds
+    timestampType: int  # CREATE_TIME or LOG_APPEND_TIME
+    headers: Optional[Tuple[Tuple[str, Optional[bytes]], ...]] = None
+    late: bool = False
+
+
+class Hit(NamedTuple):
+    """A parsed ISP hit: the `hits` query's row."""
+    hittime: datetime.datetime  # UTC, timezone-aware
+    zipcode: str
+    isp: Optional[str]
+    ip: Optional[str]
+    city: Optional[str]
+    state: Optional[str]
+    country: Optional[str]
+    user_id: Optional[str]
+    url: Optional[str]
+    day: str  # UTC date of hittime, YYYY-MM-DD
+    topic: str
+    partition: int
+    offset: int
+    kafka_timestamp: int  # epoch milliseconds
+    late: bool = False
+
+
+class DeadLetter(NamedTuple):
+    """A message that could not be turned into a Hit, with everything needed to replay or inspect it."""
+    topic: str
+    partition: int
+    offset: int
+    kafka_timestamp: int
+    key: Optional[bytes]
+    value: Optional[bytes]
+    error: str
+    step: str
+
+
+class ZipCount(NamedTuple):
+    zipcode: str
+    count: int
+
+
+class IspCount(NamedTuple):
+    isp: Optional[str]
+    count: int
+
+
+class WindowCount(NamedTuple):
+    window_start: datetime.datetime  # UTC, timezone-aware
+    window_end: datetime.datetime
+    zipcode: str
+    count: int
+
+
+class Snapshot(NamedTuple):
+    """A complete-mode result: every row of the query's table at one trigger.
+
+    Sinks replace their contents with `rows` (JDBC deletes keys that vanished; memory swaps the table).
+    """
+    batch_id: int
+    rows: tuple
