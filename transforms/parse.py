@@ -1,0 +1,209 @@
+"""Parse: Kafka record values into ISP hits, and everything else into dead letters.
+
+This is the blog's `from_json(value)` step made strict (SPEC "Data contract"):
+
+* the value must be a UTF-8 JSON object;
+* `hittime` is required: an ISO-8601 string with `Z` or an offset (normalised to UTC), or an integer of epoch
+  milliseconds;
+* `zipcode` is required: a non-empty string;
+* `isp`, `ip`, `city`, `state`, `country`, `user_id` and `url` are optional: a string or null. Anything else is a dead
+  letter rather than a silent `str()`, so a producer bug shows up in the dead-letter count instead of in the counts.
+
+Unknown fields are ignored. A message that breaks a rule becomes exactly one `DeadLetter` with `step="parse"` and
+increments the `hitstream/dead_letters` counter; `ParseHitFn.process` never raises, whatever the bytes.
+
+`parse_value` is the pure rule set. The event generator's reference results and any faster batch path reuse it, so
+there is one definition of a valid hit.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import logging
+from typing import Any, Dict, Iterator, Optional, Union
+
+import apache_beam as beam
+import orjson
+from apache_beam import pvalue
+from apache_beam.metrics import Metrics
+from apache_beam.transforms.window import TimestampedValue
+from apache_beam.utils.timestamp import Timestamp
+
+from transforms.rows import DeadLetter, Hit, KafkaRecord
+
+_LOGGER = logging.getLogger(__name__)
+
+METRICS_NAMESPACE = "hitstream"
+PARSE_STEP = "parse"
+DEAD_LETTER_TAG = "dead_letter"
+
+OPTIONAL_FIELDS = ("isp", "ip", "city", "state", "country", "user_id", "url")
+
+_UTC = datetime.timezone.utc
+_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=_UTC)
+_ONE_MICROSECOND = datetime.timedelta(microseconds=1)
+_ONE_MILLISECOND = datetime.timedelta(milliseconds=1)
+_MAX_SHOWN = 64  # characters of an offending value quoted in an error message
+
+_JSON_TYPE_NAMES = {
+    dict: "object", list: "array", str: "string", int: "integer", float: "number", bool: "boolean",
+    type(None): "null",
+}
+
+
+class ParseError(ValueError):
+    """A message value that is not a valid ISP hit. The message says which rule it broke."""
+
+
+def _json_type(value: Any) -> str:
+    return _JSON_TYPE_NAMES.get(type(value), type(value).__name__)
+
+
+def _shown(value: str) -> str:
+    return repr(value if len(value) <= _MAX_SHOWN else value[:_MAX_SHOWN] + "...")
+
+
+def parse_hittime(raw: Any) -> datetime.datetime:
+    """`hittime` as a timezone-aware UTC datetime, or ParseError."""
+    # bool is a subclass of int in Python, but `true` is not a time: check the exact type.
+    if type(raw) is int:
+        try:
+            return _EPOCH + raw * _ONE_MILLISECOND
+        except OverflowError:
+            raise ParseError(
+                f"field 'hittime' is out of range: {raw} epoch milliseconds is outside years 1..9999") from None
+    if type(raw) is not str:
+        raise ParseError(
+            "field 'hittime' must be an ISO-8601 string with Z or an offset, or integer epoch milliseconds; "
+            f"got {_json_type(raw)}")
+    text = raw
+    # Python 3.10's fromisoformat does not know 'Z'; 3.11+ does. Spell it as an offset for both.
+    if text[-1:] in ("Z", "z"):
+        text = text[:-1] + "+00:00"
+    try:
+        parsed = datetime.datetime.fromisoformat(text)
+    except ValueError:
+        # Years above 9999 land here too: datetime cannot represent them.
+        raise ParseError(f"field 'hittime' is not an ISO-8601 time with a year in 1..9999: {_shown(raw)}") from None
+    if parsed.tzinfo is None or parsed.utcoffset() is None:
+        # A naive time would be read in whatever zone the worker runs in, so the same message could land in
+        # different windows on different machines. Refuse it instead of guessing UTC.
+        raise ParseError(f"field 'hittime' has no UTC offset: {_shown(raw)} (add Z or +HH:MM)")
+    try:
+        return parsed.astimezone(_UTC)
+    except (OverflowError, ValueError):
+        # e.g. 0001-01-01T00:00:00+01:00 is before year 1 in UTC.
+        raise ParseError(f"field 'hittime' is out of range in UTC: {_shown(raw)}") from None
+
+
+def parse_value(value: Optional[bytes]) -> Dict[str, Any]:
+    """Apply the data contract to one Kafka message value.
+
+    Returns a dict with `hittime` (UTC-aware datetime), `zipcode`, the optional string fields (None when absent) and
+    `day` (the UTC date of hittime, YYYY-MM-DD). Raises ParseError, with a message naming the broken rule, for
+    anything else.
+    """
+    if value is None:
+        raise ParseError("value is null (a tombstone or an empty message); expected a JSON object")
+    if not isinstance(value, (bytes, bytearray, memoryview)):
+        raise ParseError(f"value must be bytes, got {type(value).__name__}")
+    try:
+        doc = orjson.loads(value)
+    except orjson.JSONDecodeError as err:
+        # orjson reports bad UTF-8 as a JSON error; tell the two apart for whoever reads the dead letter.
+        try:
+            bytes(value).decode("utf-8")
+        except UnicodeDecodeError as utf_err:
+            raise ParseError(f"value is not valid UTF-8: {utf_err}") from None
+        raise ParseError(f"value is not valid JSON: {err}") from None
+    if type(doc) is not dict:
+        raise ParseError(f"value must be a JSON object, got {_json_type(doc)}")
+
+    if "hittime" not in doc:
+        raise ParseError("required field 'hittime' is missing")
+    hittime = parse_hittime(doc["hittime"])
+
+    if "zipcode" not in doc:
+        raise ParseError("required field 'zipcode' is missing")
+    zipcode = doc["zipcode"]
+    if type(zipcode) is not str:
+        raise ParseError(f"field 'zipcode' must be a string, got {_json_type(zipcode)}")
+    if not zipcode:
+        raise ParseError("field 'zipcode' must be a non-empty string")
+
+    fields: Dict[str, Any] = {"hittime": hittime, "zipcode": zipcode}
+    for name in OPTIONAL_FIELDS:
+        field = doc.get(name)
+        if field is not None and type(field) is not str:
+            raise ParseError(f"field '{name}' must be a string or null, got {_json_type(field)}")
+        fields[name] = field
+    fields["day"] = hittime.date().isoformat()
+    return fields
+
+
+def to_micros(moment: datetime.datetime) -> int:
+    """Epoch microseconds of a UTC-aware datetime, exactly (no float rounding)."""
+    return (moment - _EPOCH) // _ONE_MICROSECOND
+
+
+class ParseHitFn(beam.DoFn):
+    """KafkaRecord -> Hit (main output, timestamped at hittime) or DeadLetter (tagged `dead_letter`)."""
+
+    def __init__(self) -> None:
+        self._dead_letters = Metrics.counter(METRICS_NAMESPACE, "dead_letters")
+
+    def process(self, record: KafkaRecord) -> Iterator[Union[TimestampedValue, pvalue.TaggedOutput]]:
+        try:
+            fields = parse_value(record.value)
+            hit = Hit(
+                fields["hittime"], fields["zipcode"], fields["isp"], fields["ip"], fields["city"], fields["state"],
+                fields["country"], fields["user_id"], fields["url"], fields["day"],
+                record.topic, record.partition, record.offset, record.timestamp, bool(record.late))
+            stamped = TimestampedValue(hit, Timestamp(micros=to_micros(fields["hittime"])))
+        except ParseError as err:
+            error = str(err)
+        except Exception as err:  # pylint: disable=broad-except
+            # Not a rule we know: still one dead letter with the reason, never a crashed bundle that the runner
+            # would retry forever on the same poisoned message.
+            _LOGGER.warning("Unexpected parse failure: %r", err)
+            error = f"unexpected {type(err).__name__}: {err}"
+        else:
+            yield stamped
+            return
+        self._dead_letters.inc()
+        yield pvalue.TaggedOutput(DEAD_LETTER_TAG, _dead_letter(record, error))
+
+
+def _dead_letter(record: Any, error: str) -> DeadLetter:
+    # getattr: this runs on the failure path, so it must not fail itself on a record of the wrong shape.
+    value = getattr(record, "value", None)
+    key = getattr(record, "key", None)
+    return DeadLetter(
+        topic=getattr(record, "topic", ""),
+        partition=getattr(record, "partition", -1),
+        offset=getattr(record, "offset", -1),
+        kafka_timestamp=getattr(record, "timestamp", -1),
+        key=key if key is None or isinstance(key, bytes) else None,
+        value=value if value is None or isinstance(value, bytes) else None,
+        error=error,
+        step=PARSE_STEP,
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class ParseResult:
+    """What ParseHits returns: both streams, so no caller can forget the dead letters."""
+    good: beam.PCollection  # PCollection[Hit], timestamped at hittime
+    dead_letter: beam.PCollection  # PCollection[DeadLetter]
+
+
+class ParseHits(beam.PTransform):
+    """PCollection[KafkaRecord] -> ParseResult(good: PCollection[Hit], dead_letter: PCollection[DeadLetter])."""
+
+    def expand(self, records: beam.PCollection) -> ParseResult:  # type: ignore[override]
+        outputs = records | "ParseHit" >> beam.ParDo(ParseHitFn()).with_outputs(DEAD_LETTER_TAG, main="good")
+        good = outputs.good
+        good.element_type = Hit
+        dead_letter = outputs[DEAD_LETTER_TAG]
+        dead_letter.element_type = DeadLetter
+        return ParseResult(good=good, dead_letter=dead_letter)
