@@ -1,0 +1,561 @@
+"""A native Kafka source for Beam: a splittable DoFn over confluent-kafka, with Spark's options.
+
+Why not Beam's ReadFromKafka: it is a Java cross-language transform that needs a Java SDK harness (Docker by default),
+never emits on the DirectRunner (apache/beam#25114, #22809), and holds the watermark on idle partitions (#20908).
+This source is plain Python and streams on Prism, Flink, Spark and Dataflow alike.
+
+Shape:
+    Impulse -> ResolvePartitions (one PartitionSpec per topic-partition, offsets resolved when the job starts)
+            -> Reshuffle -> ReadPartitions (SDF; restriction = OffsetRange of Kafka offsets)
+
+- One restriction per topic-partition. A process() call reads for at most `max_read_seconds`, then checkpoints with
+  `defer_remainder`, so the runner can commit output and move the watermark.
+- Available-now (bounded) reads stop at the high watermark seen when the job started; streaming reads have an
+  unbounded stop offset.
+- The watermark is per partition and follows the timestamp policy; a caught-up, idle partition moves its watermark
+  with the wall clock, so it never holds back the others.
+- Offsets are committed to the consumer group in bundle finalization (after the runner has durably taken the
+  bundle's output) and used as the resume point on the next start. That is at-least-once for downstream sinks.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import re
+import sys
+import threading
+import time
+from typing import Callable, Iterable, Mapping, NamedTuple, Optional
+
+import apache_beam as beam
+import orjson
+from apache_beam.io.restriction_trackers import OffsetRange, OffsetRestrictionTracker
+from apache_beam.io.watermark_estimators import WatermarkEstimator
+from apache_beam.metrics import Metrics
+from apache_beam.transforms.core import RestrictionProvider, WatermarkEstimatorProvider
+from apache_beam.utils.timestamp import MIN_TIMESTAMP, Duration, Timestamp
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+
+from transforms.rows import CREATE_TIME, LOG_APPEND_TIME, KafkaRecord
+
+_LOGGER = logging.getLogger(__name__)
+
+UNBOUNDED = sys.maxsize  # stop offset of a streaming restriction
+TIMESTAMP_POLICIES = ("create-time", "log-append-time", "event-time")
+
+
+def hittime_millis(record: KafkaRecord) -> Optional[int]:
+    """The event-time extractor for ISP hits: `hittime` in epoch ms, or None when it cannot be read.
+
+    Kept deliberately cheap: the parse step does the strict validation and dead-lettering.
+    """
+    from transforms.parse import parse_value  # the one definition of a valid hit
+    try:
+        return parse_value(record.value)["hittime_ms"]
+    except Exception:  # any malformed value: the parse step dead-letters it
+        return None
+
+
+@dataclasses.dataclass(frozen=True)
+class KafkaSourceConfig:
+    """Spark's Kafka source options, parsed. See `from_spark_options` for the option names."""
+    bootstrap_servers: str
+    subscribe: tuple = ()
+    subscribe_pattern: Optional[str] = None
+    assign: Optional[Mapping[str, tuple]] = None
+    # "earliest" | "latest" | {topic: {partition: offset}} with -2 = earliest and -1 = latest, as in Spark.
+    starting_offsets: object = "latest"
+    # {topic: {partition: epoch_ms}} or one epoch_ms for every partition; overrides starting_offsets.
+    starting_timestamps: object = None
+    # None (streaming) | "latest" (the high watermark when the job starts) | {topic: {partition: offset}}.
+    ending_offsets: object = None
+    max_offsets_per_trigger: Optional[int] = None
+    trigger_interval_seconds: float = 1.0  # how often a rate-limited read may take its next share
+    fail_on_data_loss: bool = True
+    include_headers: bool = False
+    kafka_options: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    group_id: str = "hitstream"
+    commit_offsets: bool = True
+    timestamp_policy: str = "create-time"
+    event_time_fn: Callable[[KafkaRecord], Optional[int]] = hittime_millis
+    watermark_delay_seconds: float = 0.0
+    max_read_seconds: float = 1.0  # one process() call; bounds latency to the runner
+    idle_poll_seconds: float = 0.2
+
+    def __post_init__(self):
+        chosen = [bool(self.subscribe), bool(self.subscribe_pattern), bool(self.assign)]
+        if sum(chosen) != 1:
+            raise ValueError("Kafka source: set exactly one of subscribe, subscribePattern or assign.")
+        if self.timestamp_policy not in TIMESTAMP_POLICIES:
+            raise ValueError(f"Kafka source: timestamp policy must be one of {TIMESTAMP_POLICIES}, "
+                             f"not {self.timestamp_policy!r}.")
+        if self.max_offsets_per_trigger is not None and self.max_offsets_per_trigger < 1:
+            raise ValueError("Kafka source: maxOffsetsPerTrigger must be a positive number.")
+        if self.subscribe_pattern:
+            re.compile(self.subscribe_pattern)  # fail now, with re's message, on a bad pattern
+        if isinstance(self.starting_offsets, str) and self.starting_offsets not in ("earliest", "latest"):
+            raise ValueError("Kafka source: startingOffsets must be 'earliest', 'latest' or a JSON object.")
+
+    @property
+    def bounded(self) -> bool:
+        return self.ending_offsets is not None
+
+    @classmethod
+    def from_spark_options(cls, options: Mapping[str, str], **overrides) -> "KafkaSourceConfig":
+        """Build from Spark's option names: `kafka.bootstrap.servers`, `subscribe`, `subscribePattern`, `assign`,
+        `startingOffsets`, `startingOffsetsByTimestamp`, `startingTimestamp`, `endingOffsets`,
+        `maxOffsetsPerTrigger`, `failOnDataLoss`, `includeHeaders`, and any other `kafka.*` pass-through
+        (for example `kafka.security.protocol`, `kafka.sasl.mechanism`, `kafka.sasl.username`)."""
+        opts = dict(options)
+        kafka = {k[len("kafka."):]: v for k, v in opts.items() if k.startswith("kafka.")}
+        if "bootstrap.servers" not in kafka:
+            raise ValueError("Kafka source: option 'kafka.bootstrap.servers' is required.")
+        known = {"subscribe", "subscribePattern", "assign", "startingOffsets", "startingOffsetsByTimestamp",
+                 "startingTimestamp", "endingOffsets", "maxOffsetsPerTrigger", "failOnDataLoss", "includeHeaders"}
+        unknown = sorted(k for k in opts if not k.startswith("kafka.") and k not in known)
+        if unknown:
+            raise ValueError(f"Kafka source: unknown option(s) {unknown}; Kafka client settings take a 'kafka.' "
+                             "prefix.")
+        starting_timestamps = None
+        if "startingOffsetsByTimestamp" in opts:
+            starting_timestamps = _json_offsets(opts["startingOffsetsByTimestamp"])
+        elif "startingTimestamp" in opts:
+            starting_timestamps = int(opts["startingTimestamp"])
+        starting = opts.get("startingOffsets", "latest")
+        ending = opts.get("endingOffsets")
+        return cls(
+            bootstrap_servers=kafka.pop("bootstrap.servers"),
+            subscribe=tuple(t.strip() for t in opts.get("subscribe", "").split(",") if t.strip()),
+            subscribe_pattern=opts.get("subscribePattern"),
+            assign={t: tuple(ps) for t, ps in orjson.loads(opts["assign"]).items()} if "assign" in opts else None,
+            starting_offsets=starting if starting in ("earliest", "latest") else _json_offsets(starting),
+            starting_timestamps=starting_timestamps,
+            ending_offsets=None if ending is None else ending if ending == "latest" else _json_offsets(ending),
+            max_offsets_per_trigger=int(opts["maxOffsetsPerTrigger"]) if "maxOffsetsPerTrigger" in opts else None,
+            fail_on_data_loss=str(opts.get("failOnDataLoss", "true")).lower() == "true",
+            include_headers=str(opts.get("includeHeaders", "false")).lower() == "true",
+            kafka_options=kafka,
+            **overrides,
+        )
+
+    def consumer_config(self) -> dict:
+        conf = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "group.id": self.group_id,
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            # An offset that retention deleted must surface as an error, so failOnDataLoss can decide.
+            "auto.offset.reset": "error",
+            "enable.partition.eof": False,
+        }
+        conf.update(self.kafka_options)
+        return conf
+
+
+def _json_offsets(text: str) -> dict:
+    """Spark's per-partition JSON, {"topic": {"0": 23}}, with integer partitions."""
+    try:
+        parsed = orjson.loads(text)
+        return {topic: {int(p): int(v) for p, v in parts.items()} for topic, parts in parsed.items()}
+    except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError) as error:
+        raise ValueError(f"Kafka source: expected JSON like {{\"topic\": {{\"0\": 23}}}}, got {text!r} ({error}).")
+
+
+class PartitionSpec(NamedTuple):
+    """One topic-partition to read, with the offsets resolved when the job started."""
+    topic: str
+    partition: int
+    start: int
+    stop: int  # exclusive; UNBOUNDED for streaming
+    share_per_trigger: int = sys.maxsize  # maxOffsetsPerTrigger split evenly over the partitions
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Partition discovery and offset resolution
+# ---------------------------------------------------------------------------------------------------------------
+
+def _matching_partitions(consumer: Consumer, config: KafkaSourceConfig) -> list:
+    if config.assign:
+        return [(t, p) for t, parts in sorted(config.assign.items()) for p in parts]
+    metadata = consumer.list_topics(timeout=10)
+    if config.subscribe:
+        missing = [t for t in config.subscribe if t not in metadata.topics]
+        if missing:
+            raise ValueError(f"Kafka source: topic(s) {missing} do not exist on {config.bootstrap_servers}.")
+        topics = list(config.subscribe)
+    else:
+        pattern = re.compile(config.subscribe_pattern)
+        topics = sorted(t for t in metadata.topics if pattern.fullmatch(t) and not t.startswith("__"))
+    return [(t, p) for t in topics for p in sorted(metadata.topics[t].partitions)]
+
+
+def resolve_partitions(config: KafkaSourceConfig, skip: frozenset = frozenset()) -> list:
+    """PartitionSpecs for every matching partition not in `skip`, with start and stop offsets resolved now.
+
+    The start is the consumer group's committed offset when there is one (the resume point), else what
+    startingOffsets / startingOffsetsByTimestamp ask for.
+    """
+    consumer = Consumer(config.consumer_config())
+    try:
+        wanted = [tp for tp in _matching_partitions(consumer, config) if tp not in skip]
+        if not wanted:
+            return []
+        committed = {(tp.topic, tp.partition): tp.offset
+                     for tp in _committed(consumer, [TopicPartition(t, p) for t, p in wanted])}
+        by_time = _offsets_for_times(consumer, config, wanted)
+        share = sys.maxsize
+        if config.max_offsets_per_trigger:
+            share = max(1, math.ceil(config.max_offsets_per_trigger / len(wanted)))
+        specs = []
+        for topic, partition in wanted:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
+            start = committed[(topic, partition)]
+            if start < 0:
+                start = by_time.get((topic, partition), _configured_start(config, topic, partition, low, high))
+            stop = _configured_stop(config, topic, partition, high)
+            specs.append(PartitionSpec(topic, partition, start, stop, share))
+        return specs
+    finally:
+        consumer.close()
+
+
+def _committed(consumer: Consumer, partitions: list, attempts: int = 30) -> list:
+    """The group's committed offsets, waiting out a coordinator that is still loading (a new broker, a new group)."""
+    for attempt in range(attempts):
+        try:
+            return consumer.committed(partitions, timeout=10)
+        except KafkaException as error:
+            if not error.args[0].retriable() and error.args[0].code() not in _COORDINATOR_WAIT_CODES:
+                raise
+            _LOGGER.info("Kafka source: committed offsets not ready (%s), retrying", error.args[0].str())
+            time.sleep(min(2.0, 0.1 * (attempt + 1)))
+    return consumer.committed(partitions, timeout=10)
+
+
+_COORDINATOR_WAIT_CODES = (KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+                           KafkaError.COORDINATOR_NOT_AVAILABLE)
+
+
+def _configured_start(config: KafkaSourceConfig, topic: str, partition: int, low: int, high: int) -> int:
+    wanted = config.starting_offsets
+    if isinstance(wanted, dict):
+        wanted = wanted.get(topic, {}).get(partition, -1 if config.ending_offsets is None else -2)
+    return {"earliest": low, "latest": high, -2: low, -1: high}.get(wanted, wanted)
+
+
+def _configured_stop(config: KafkaSourceConfig, topic: str, partition: int, high: int) -> int:
+    if config.ending_offsets is None:
+        return UNBOUNDED
+    if config.ending_offsets == "latest":
+        return high
+    stop = config.ending_offsets.get(topic, {}).get(partition, -1)
+    return high if stop == -1 else stop
+
+
+def _offsets_for_times(consumer: Consumer, config: KafkaSourceConfig, wanted: list) -> dict:
+    stamps = config.starting_timestamps
+    if stamps is None:
+        return {}
+    query = []
+    for topic, partition in wanted:
+        ts = stamps if isinstance(stamps, int) else stamps.get(topic, {}).get(partition)
+        if ts is not None:
+            query.append(TopicPartition(topic, partition, ts))
+    found = {}
+    for tp in consumer.offsets_for_times(query, timeout=10):
+        if tp.offset < 0:  # no record at or after the timestamp: start at the end, as Spark does
+            tp.offset = consumer.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), timeout=10)[1]
+        found[(tp.topic, tp.partition)] = tp.offset
+    return found
+
+
+class ResolvePartitionsFn(beam.DoFn):
+    """Impulse -> one PartitionSpec per partition. Runs when the job starts, not when the graph is built."""
+
+    def __init__(self, config: KafkaSourceConfig):
+        self._config = config
+
+    def process(self, _impulse) -> Iterable[PartitionSpec]:
+        specs = resolve_partitions(self._config)
+        _LOGGER.info("Kafka source: reading %d partition(s): %s", len(specs), specs)
+        yield from specs
+
+
+class WatchPartitionsFn(beam.DoFn):
+    """For subscribePattern in streaming: every interval, emit PartitionSpecs for partitions not seen before.
+
+    Keyed state remembers what was emitted, so a new matching topic (or added partition) is picked up once.
+    """
+    SEEN = beam.transforms.userstate.BagStateSpec("seen", beam.coders.PickleCoder())
+
+    def __init__(self, config: KafkaSourceConfig):
+        self._config = config
+
+    def process(self, _tick, seen=beam.DoFn.StateParam(SEEN)) -> Iterable[PartitionSpec]:
+        known = frozenset(tp for batch in seen.read() for tp in batch)
+        specs = resolve_partitions(self._config, skip=known)
+        if specs:
+            seen.add(tuple((s.topic, s.partition) for s in specs))
+            _LOGGER.info("Kafka source: new partition(s) %s", specs)
+        yield from specs
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The splittable read
+# ---------------------------------------------------------------------------------------------------------------
+
+# Latest high watermark seen per (topic, partition), so restriction_size can estimate backlog without a broker call.
+_HIGH_WATERMARKS: dict = {}
+
+
+class _OffsetRangeProvider(RestrictionProvider):
+    def initial_restriction(self, spec: PartitionSpec) -> OffsetRange:
+        return OffsetRange(spec.start, spec.stop)
+
+    def create_tracker(self, restriction: OffsetRange) -> OffsetRestrictionTracker:
+        return OffsetRestrictionTracker(restriction)
+
+    def restriction_size(self, spec: PartitionSpec, restriction: OffsetRange) -> int:
+        if restriction.stop != UNBOUNDED:
+            return restriction.size()
+        high = _HIGH_WATERMARKS.get((spec.topic, spec.partition))
+        return max(1, high - restriction.start) if high is not None else 1
+
+    def truncate(self, spec, restriction):
+        # On drain a streaming read stops at its checkpoint; a bounded read finishes.
+        return None if restriction.stop == UNBOUNDED else restriction
+
+
+class PartitionWatermark(WatermarkEstimator):
+    """Per-partition watermark: max event time seen minus the watermark delay, never moving back.
+
+    Its state is (watermark_micros, max_event_micros) so a checkpointed residual keeps both.
+    """
+
+    def __init__(self, state):
+        self._watermark, self._max_event = state
+
+    def observe_timestamp(self, timestamp):
+        pass  # the DoFn reports event times itself, with observe_event
+
+    def current_watermark(self) -> Timestamp:
+        return Timestamp(micros=self._watermark)
+
+    def get_estimator_state(self):
+        return self._watermark, self._max_event
+
+    def observe_event(self, event_micros: int, delay_micros: int) -> bool:
+        """Record one event time; True when it was already behind the watermark (a late record)."""
+        late = event_micros < self._watermark
+        if event_micros > self._max_event:
+            self._max_event = event_micros
+            self._watermark = max(self._watermark, event_micros - delay_micros)
+        return late
+
+    def advance_idle(self, now_micros: int, delay_micros: int):
+        """A caught-up partition: no record older than now minus the delay should arrive, so don't hold others."""
+        self._watermark = max(self._watermark, now_micros - delay_micros)
+
+
+class _PartitionWatermarkProvider(WatermarkEstimatorProvider):
+    def initial_estimator_state(self, spec, restriction):
+        return MIN_TIMESTAMP.micros, MIN_TIMESTAMP.micros
+
+    def create_watermark_estimator(self, state) -> PartitionWatermark:
+        return PartitionWatermark(state)
+
+    def estimator_state_coder(self):
+        return beam.coders.TupleCoder([beam.coders.VarIntCoder(), beam.coders.VarIntCoder()])
+
+
+class ReadPartitionsFn(beam.DoFn):
+    """Reads the claimed offsets of one partition; checkpoints after `max_read_seconds` or when caught up."""
+
+    def __init__(self, config: KafkaSourceConfig):
+        self._config = config
+        self._delay_micros = int(config.watermark_delay_seconds * 1e6)
+
+    def setup(self):
+        self._records = Metrics.counter("hitstream", "kafka_records_read")
+        self._late = Metrics.counter("hitstream", "kafka_records_late")
+        self._data_loss = Metrics.counter("hitstream", "kafka_offsets_lost")
+        self._consumers = {}  # (topic, partition) -> (consumer, next offset)
+        self._committer = None  # created on the first commit; finalization may run on another thread
+        self._commit_lock = threading.Lock()
+
+    def teardown(self):
+        for consumer, _ in self._consumers.values():
+            consumer.close()
+        if self._committer is not None:
+            self._committer.close()
+
+    def _consumer_at(self, topic: str, partition: int, offset: int) -> Consumer:
+        """One consumer per partition, kept between calls so its prefetch buffer survives a checkpoint."""
+        key = (topic, partition)
+        cached = self._consumers.get(key)
+        if cached is not None and cached[1] == offset:
+            return cached[0]
+        if cached is None:
+            consumer = Consumer(self._config.consumer_config())
+        else:
+            consumer = cached[0]
+        consumer.assign([TopicPartition(topic, partition, offset)])
+        self._consumers[key] = (consumer, offset)
+        return consumer
+
+    def process(
+        self,
+        spec: PartitionSpec,
+        finalizer=beam.DoFn.BundleFinalizerParam,  # before the SDF params: Beam passes those by keyword
+        tracker=beam.DoFn.RestrictionParam(_OffsetRangeProvider()),
+        watermark=beam.DoFn.WatermarkEstimatorParam(_PartitionWatermarkProvider()),
+    ) -> Iterable[beam.window.TimestampedValue]:
+        config = self._config
+        restriction = tracker.current_restriction()
+        next_offset = restriction.start
+        if restriction.start >= restriction.stop:
+            return
+        consumer = self._consumer_at(spec.topic, spec.partition, next_offset)
+        budget = spec.share_per_trigger
+        deadline = time.monotonic() + config.max_read_seconds
+        claimed = 0
+        while True:
+            messages = consumer.consume(num_messages=min(budget - claimed, 1000), timeout=config.idle_poll_seconds)
+            for message in messages:
+                error = message.error()
+                if error is not None:
+                    next_offset = self._on_error(error, consumer, spec, next_offset)
+                    continue
+                offset = message.offset()
+                if not tracker.try_claim(offset):
+                    self._remember(spec, consumer, next_offset)
+                    return
+                next_offset = offset + 1
+                claimed += 1
+                yield self._to_output(message, watermark)
+            self._remember(spec, consumer, next_offset)
+            if not messages or claimed >= budget or time.monotonic() >= deadline:
+                break
+        self._records.inc(claimed)
+        # Register even when nothing was claimed: Prism finalizes every bundle of a stage that asks for it.
+        self._commit_on_finalize(finalizer, spec, next_offset if claimed else None)
+        _, high = consumer.get_watermark_offsets(TopicPartition(spec.topic, spec.partition), cached=True)
+        if high >= 0:
+            _HIGH_WATERMARKS[(spec.topic, spec.partition)] = high
+        if not messages:
+            # The fetch position can pass offsets that hold no record (transaction markers, compaction gaps).
+            position = consumer.position([TopicPartition(spec.topic, spec.partition)])[0].offset
+            next_offset = max(next_offset, position)
+        if next_offset >= restriction.stop:
+            tracker.try_claim(restriction.stop)  # done: nothing left to claim in the range
+            return
+        if not messages or next_offset >= high >= 0:  # caught up
+            watermark.advance_idle(Timestamp.now().micros, self._delay_micros)
+            tracker.defer_remainder(Duration(seconds=config.idle_poll_seconds))
+        elif claimed >= budget and config.max_offsets_per_trigger:
+            tracker.defer_remainder(Duration(seconds=config.trigger_interval_seconds))
+        else:
+            tracker.defer_remainder()
+
+    def _to_output(self, message, watermark: PartitionWatermark) -> beam.window.TimestampedValue:
+        ts_type, ts_ms = message.timestamp()
+        record = KafkaRecord(
+            key=message.key(),
+            value=message.value(),
+            topic=message.topic(),
+            partition=message.partition(),
+            offset=message.offset(),
+            timestamp=ts_ms,
+            timestampType=LOG_APPEND_TIME if ts_type == 2 else CREATE_TIME,
+            headers=tuple(message.headers() or ()) if self._config.include_headers else None,
+        )
+        event_ms = ts_ms
+        if self._config.timestamp_policy == "event-time":
+            event_ms = self._config.event_time_fn(record)
+            if event_ms is None:  # unreadable: the parse step dead-letters it; keep the Kafka time for Beam
+                return beam.window.TimestampedValue(record, ts_ms / 1000.0)
+        if watermark.observe_event(event_ms * 1000, self._delay_micros):
+            self._late.inc()
+            record = record._replace(late=True)
+        return beam.window.TimestampedValue(record, event_ms / 1000.0)
+
+    def _on_error(self, error: KafkaError, consumer: Consumer, spec: PartitionSpec, next_offset: int) -> int:
+        if error.code() != KafkaError._AUTO_OFFSET_RESET and error.code() != KafkaError.OFFSET_OUT_OF_RANGE:
+            if error.fatal():
+                raise KafkaException(error)
+            _LOGGER.warning("Kafka source: %s [%d]: %s", spec.topic, spec.partition, error)
+            return next_offset
+        low, _ = consumer.get_watermark_offsets(TopicPartition(spec.topic, spec.partition), timeout=10)
+        message = (f"Kafka source: offsets {next_offset}..{low - 1} of {spec.topic} [{spec.partition}] were deleted "
+                   f"(retention or deleteRecords) before they were read.")
+        if self._config.fail_on_data_loss:
+            raise KafkaException(KafkaError(KafkaError.OFFSET_OUT_OF_RANGE,
+                                            message + " Set failOnDataLoss=false to skip them with a warning."))
+        _LOGGER.warning("%s Skipping them (failOnDataLoss=false).", message)
+        self._data_loss.inc(max(0, low - next_offset))
+        consumer.assign([TopicPartition(spec.topic, spec.partition, low)])
+        return low
+
+    def _remember(self, spec: PartitionSpec, consumer: Consumer, next_offset: int):
+        self._consumers[(spec.topic, spec.partition)] = (consumer, next_offset)
+
+    def _commit_on_finalize(self, finalizer, spec: PartitionSpec, next_offset: Optional[int]):
+        if not self._config.commit_offsets or next_offset is None:
+            finalizer.register(lambda: None)
+            return
+
+        def commit():
+            with self._commit_lock:
+                if self._committer is None:
+                    self._committer = Consumer(self._config.consumer_config())
+                try:
+                    self._committer.commit(offsets=[TopicPartition(spec.topic, spec.partition, next_offset)],
+                                           asynchronous=False)
+                except KafkaException as error:  # the next start re-reads from the older commit: at-least-once
+                    _LOGGER.warning("Kafka source: could not commit offset %d of %s [%d]: %s",
+                                    next_offset, spec.topic, spec.partition, error)
+
+        finalizer.register(commit)
+
+
+@beam.DoFn.unbounded_per_element()
+class ReadPartitionsUnboundedFn(ReadPartitionsFn):
+    """The streaming read: each partition is an unbounded restriction."""
+
+
+class ReadFromKafka(beam.PTransform):
+    """Reads KafkaRecords, with Spark's Kafka source options (see KafkaSourceConfig).
+
+    Example:
+        records = p | ReadFromKafka(KafkaSourceConfig.from_spark_options({
+            "kafka.bootstrap.servers": "127.0.0.1:9092", "subscribe": "hits", "startingOffsets": "earliest"}))
+    """
+
+    def __init__(self, config: KafkaSourceConfig):
+        super().__init__()
+        self._config = config
+
+    def expand(self, pbegin):
+        config = self._config
+        if config.bounded:
+            specs = (pbegin | "Impulse" >> beam.Impulse()
+                     | "ResolvePartitions" >> beam.ParDo(ResolvePartitionsFn(config)))
+            read_fn = ReadPartitionsFn(config)
+        else:
+            specs = self._streaming_specs(pbegin)
+            read_fn = ReadPartitionsUnboundedFn(config)
+        return (specs
+                | "SpreadPartitions" >> beam.Reshuffle()
+                | "ReadPartitions" >> beam.ParDo(read_fn).with_output_types(KafkaRecord))
+
+    def _streaming_specs(self, pbegin):
+        config = self._config
+        if not config.subscribe_pattern:
+            return (pbegin | "Impulse" >> beam.Impulse()
+                    | "ResolvePartitions" >> beam.ParDo(ResolvePartitionsFn(config)))
+        from apache_beam.transforms.periodicsequence import PeriodicImpulse
+        return (pbegin
+                | "WatchTicks" >> PeriodicImpulse(fire_interval=10, apply_windowing=False)
+                | "KeyForState" >> beam.Map(lambda tick: (None, tick))
+                | "WatchPartitions" >> beam.ParDo(WatchPartitionsFn(config)))
