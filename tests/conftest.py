@@ -1,0 +1,72 @@
+"""Shared fixtures: the local stack (Kafka, MariaDB, Prism) for integration tests.
+
+Each fixture starts what it needs if it is not running yet (idempotent and quick when the
+stack is up), so a test run does not depend on `python -m stack up` having run first.
+"""
+import uuid
+from pathlib import Path
+
+import pytest
+
+_INTEGRATION_DIR = Path(__file__).parent / "integration"
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "integration: needs the local stack (Kafka, MariaDB, Prism)")
+
+
+def pytest_collection_modifyitems(items):
+    # Everything under tests/integration needs the stack; `-m "not integration"` skips it.
+    for item in items:
+        if item.path.is_relative_to(_INTEGRATION_DIR):
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> str:
+    from stack import kafka
+
+    kafka.start()
+    return kafka.BOOTSTRAP
+
+
+@pytest.fixture(scope="session")
+def topic_factory(kafka_bootstrap):
+    """create(partitions=1, prefix="test") -> name of a new, empty, uuid-named topic."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    created = []
+
+    def create(partitions: int = 1, prefix: str = "test") -> str:
+        name = f"{prefix}-{uuid.uuid4().hex}"
+        admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)])[name].result(30)
+        created.append(name)
+        # Creation returns before every partition has a leader; producing earlier can fail.
+        for _ in range(100):
+            partitions_md = admin.list_topics(name, timeout=10).topics[name].partitions
+            if len(partitions_md) == partitions and all(p.leader >= 0 for p in partitions_md.values()):
+                return name
+        raise TimeoutError(f"topic {name} has no leader for every partition")
+
+    yield create
+    if created:
+        for future in admin.delete_topics(created).values():
+            future.exception(30)  # best effort: a failed delete only leaves a stray topic
+
+
+@pytest.fixture(scope="session")
+def mysql_url() -> str:
+    """SQLAlchemy URL of the stack's MariaDB database `hitstream`."""
+    from stack import mariadb
+
+    mariadb.start()
+    return mariadb.url()
+
+
+@pytest.fixture(scope="session")
+def prism_location() -> str:
+    """Path of the Prism binary, for --prism_location."""
+    from stack import prism
+
+    return prism.ensure_prism()
