@@ -1,0 +1,392 @@
+"""Spark's output modes and triggers, mapped to Beam, in one place.
+
+Spark Structured Streaming runs a query as micro-batches and asks two questions: *when* does a batch run (the
+trigger) and *which* result rows does it hand to the sink (the output mode). Beam has no batches: a GroupByKey fires
+panes per key and window when its trigger says so. This module translates, and the queries in `queries.py` only call
+`OutputConfig.aggregation_windowing()` plus the two tails below.
+
+Triggers (`Trigger.parse`):
+
+* `processing-time=<interval>` (`5s`, `500ms`, `1 minute`, ...): Spark runs a batch every interval.
+* `available-now`: read what the source holds at start, finish every result, stop. In Beam this is simply a bounded
+  source: the watermark reaches +inf when the input ends and every window fires its final pane.
+
+Output modes (`OutputMode`) and what each becomes in Beam:
+
+================  ======================================  ===================================================
+mode              trigger = processing-time=<i>           trigger = available-now
+================  ======================================  ===================================================
+update            AfterWatermark(early=AfterProcessing-   AfterWatermark(); one final pane per key and window
+                  Time(i)), ACCUMULATING; then            when the input ends (windows: at window end).
+                  `EmitChanged` drops any pane whose
+                  count equals the last one emitted for
+                  that key and window.
+append            AfterWatermark(), DISCARDING,           same
+(windowed only)   allowed_lateness=0: each window once,
+                  final, when the watermark passes its
+                  end.
+complete          as update (ACCUMULATING totals per      AfterWatermark() per key and window, then
+                  key), then `CompleteTable`: one key,    `CompleteTable` with AfterWatermark(): exactly one
+                  GlobalWindows, AfterWatermark(early=    Snapshot, at the end of input.
+                  AfterProcessingTime(i)) DISCARDING,
+                  merged into the whole table held in
+                  `CompleteTableFn` state, which emits a
+                  `Snapshot(batch_id, every row)`.
+================  ======================================  ===================================================
+
+allowed_lateness is always 0: once a window has fired on time it is gone, as in Spark after the watermark passes.
+
+Why these choices:
+
+* **update.** `AfterProcessingTime(i)` fires `i` after the first element of a pane, per key and window, so a key
+  that got no new data has no pane and is not emitted; ACCUMULATING makes each pane carry the new total, not the
+  delta. `AfterWatermark(early=...)` rather than `Repeatedly(AfterProcessingTime)` because it guarantees a final
+  pane when the window closes or the input ends; Beam emits that on-time pane even when nothing changed since the
+  last early pane, which Spark would not, so `EmitChangedFn` (state per key and window: the last count sent)
+  filters it.
+* **append.** The watermark delay is applied at the source as bounded out-of-orderness: the source's watermark is
+  `max event time seen - delay` (per partition, the minimum over partitions), and records already behind it are
+  flagged `late`. So Beam's "the watermark passed the window end" is exactly Spark's "window end + delay < max
+  event time", and one `AfterWatermark()` pane per window is Spark's append output. Windowed queries drop
+  `late` records before windowing and count them (`hitstream/late_records`), like Spark drops data older than
+  the watermark; with allowed_lateness 0, Beam would drop them anyway, silently.
+* **complete.** Beam has no such mode, so it is built, not relabelled: the per-key totals from the aggregation are
+  regrouped onto a single key and batched by a processing-time trigger (one batch per interval, like a Spark
+  micro-batch), and `CompleteTableFn` keeps the whole result table in state (the highest total seen per key:
+  accumulating totals only grow, so max is order-proof) and emits every row, sorted, with a `batch_id` that grows
+  by one per snapshot. A batch that changes nothing (Beam's unchanged on-time panes) emits no snapshot, as Spark
+  runs no batch without new data. Windowed complete keeps every window forever, as Spark does.
+
+  The batch cadence comes from a trigger rather than a processing-time timer in the DoFn because a Python DoFn
+  cannot read the runner's processing-time clock (there is no `setRelative`): a timer set from `time.time()` never
+  fires under TestStream's test clock on the DirectRunner (measured on Beam 2.77), while trigger timers use the
+  runner's clock on every runner. The end-of-input snapshot is the batching trigger's final on-time pane, which
+  every runner emits when the watermark reaches the end of the global window.
+
+What Beam cannot match exactly:
+
+* Spark fires every key of a batch at one instant; Beam's processing-time triggers are per key and window, so
+  update rows of one interval arrive spread over that interval, and a complete snapshot can lag up to two intervals
+  (one for the aggregation's early pane, one for the batch).
+* Spark's complete mode ignores the watermark (it keeps and updates old windows with late data). Here late records
+  are dropped from windowed queries in every mode, as SPEC asks.
+* Spark's watermark is the max event time over all partitions minus the delay; Beam's is a minimum over the
+  source's splits. The `late` flag is set per partition at the source (see `rows.KafkaRecord`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import enum
+import logging
+import re
+from typing import Any, Dict, Hashable, Iterator, Optional, Tuple, Union
+
+import apache_beam as beam
+from apache_beam.coders import PickleCoder, VarIntCoder
+from apache_beam.transforms import trigger as beam_trigger
+from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
+from apache_beam.transforms.window import GlobalWindows, WindowFn
+
+from transforms.rows import Snapshot
+
+_LOGGER = logging.getLogger(__name__)
+
+
+class UnsupportedOperationError(ValueError):
+    """A query/output-mode combination that Spark refuses too. Raised before the graph is built."""
+
+
+class OutputMode(str, enum.Enum):
+    """Spark's output modes. See the module docstring for what each becomes in Beam."""
+    APPEND = "append"
+    UPDATE = "update"
+    COMPLETE = "complete"
+
+    @classmethod
+    def parse(cls, text: Union[str, "OutputMode"]) -> "OutputMode":
+        if isinstance(text, OutputMode):
+            return text
+        try:
+            return cls(str(text).strip().lower())
+        except ValueError:
+            raise ValueError(
+                f"unknown output mode {text!r}: use one of {', '.join(m.value for m in cls)}") from None
+
+
+class QueryKind(enum.Enum):
+    """What output-mode validation needs to know about a query."""
+    PROJECTION = "projection"  # no aggregation: the `hits` query
+    AGGREGATION = "aggregation"  # groupBy without an event-time window: zip_counts, isp_counts
+    WINDOWED_AGGREGATION = "windowed aggregation"  # groupBy(window(hittime), ...): zip_window_counts
+
+
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-z]*)\s*$")
+_UNIT_SECONDS = {
+    "": 1.0, "ms": 0.001, "milli": 0.001, "millis": 0.001, "millisecond": 0.001, "milliseconds": 0.001,
+    "s": 1.0, "sec": 1.0, "secs": 1.0, "second": 1.0, "seconds": 1.0,
+    "m": 60.0, "min": 60.0, "mins": 60.0, "minute": 60.0, "minutes": 60.0,
+    "h": 3600.0, "hour": 3600.0, "hours": 3600.0,
+    "d": 86400.0, "day": 86400.0, "days": 86400.0,
+}
+
+
+def parse_duration(text: Union[str, int, float]) -> float:
+    """Seconds from `5s`, `500ms`, `10 minutes`, `1.5h` or a bare number of seconds (Spark's interval words)."""
+    if isinstance(text, bool):
+        raise ValueError(f"not a duration: {text!r}")
+    if isinstance(text, (int, float)):
+        seconds = float(text)
+    else:
+        match = _DURATION_RE.match(str(text).lower())
+        if not match or match.group(2) not in _UNIT_SECONDS:
+            raise ValueError(f"not a duration: {text!r} (write e.g. 5s, 500ms, 10 minutes)")
+        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    if seconds < 0 or seconds != seconds:
+        raise ValueError(f"a duration must be >= 0, got {text!r}")
+    return seconds
+
+
+def _format_seconds(seconds: float) -> str:
+    return f"{seconds:g}s"
+
+
+@dataclasses.dataclass(frozen=True)
+class Trigger:
+    """Spark's trigger: `processing-time=<interval>` (whole seconds here) or `available-now` (interval None)."""
+    interval: Optional[int] = None
+
+    def __post_init__(self) -> None:
+        if self.interval is None:
+            return
+        # Beam Python's AfterProcessingTime carries its delay through the runner API as `delay_millis // 1000`
+        # (trigger.py, from_runner_api), so a fraction of a second would silently become 0 on a portable runner.
+        if not (self.interval >= 1 and float(self.interval).is_integer()):
+            raise ValueError(
+                f"a processing-time trigger needs a whole number of seconds >= 1, got {self.interval!r}s "
+                "(Beam's Python processing-time triggers keep whole seconds only)")
+        object.__setattr__(self, "interval", int(self.interval))
+
+    @classmethod
+    def available_now(cls) -> "Trigger":
+        return cls(None)
+
+    @classmethod
+    def processing_time(cls, interval: Union[str, float]) -> "Trigger":
+        return cls(parse_duration(interval))  # type: ignore[arg-type]  # __post_init__ checks and makes it int
+
+    @classmethod
+    def parse(cls, text: Union[str, "Trigger"]) -> "Trigger":
+        """`processing-time=5s`, `processingTime=10 seconds` or `available-now` / `availableNow`."""
+        if isinstance(text, Trigger):
+            return text
+        name, sep, arg = str(text).partition("=")
+        name = re.sub(r"[-_\s]", "", name.lower())
+        if name == "availablenow" and not sep:
+            return cls.available_now()
+        if name == "processingtime" and arg.strip():
+            return cls.processing_time(arg)
+        raise ValueError(
+            f"unknown trigger {text!r}: use 'processing-time=<interval>' (e.g. processing-time=5s) or "
+            "'available-now'")
+
+    @property
+    def is_available_now(self) -> bool:
+        return self.interval is None
+
+    def __str__(self) -> str:
+        return "available-now" if self.interval is None else f"processing-time={_format_seconds(self.interval)}"
+
+
+@dataclasses.dataclass(frozen=True)
+class OutputConfig:
+    """How a query emits: output mode, trigger and watermark delay (Spark's `withWatermark`), validated at start.
+
+    Strings are accepted and parsed: `OutputConfig("update", "processing-time=5s", "10 minutes")`.
+    `watermark_delay` is in seconds; None means the query has no watermark, which Spark's append mode refuses.
+    The delay itself is applied at the source (see the module docstring); here it only feeds validation.
+    """
+    mode: OutputMode = OutputMode.UPDATE
+    trigger: Trigger = Trigger()
+    watermark_delay: Optional[float] = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "mode", OutputMode.parse(self.mode))
+        object.__setattr__(self, "trigger", Trigger.parse(self.trigger))
+        if self.watermark_delay is not None:
+            object.__setattr__(self, "watermark_delay", parse_duration(self.watermark_delay))
+
+    def validate(self, kind: QueryKind, query: str) -> None:
+        """Refuse what Spark's UnsupportedOperationChecker refuses, with a message that says what to change."""
+        if self.mode is OutputMode.APPEND and kind is QueryKind.AGGREGATION:
+            raise UnsupportedOperationError(
+                f"Append output mode not supported when there are streaming aggregations on streaming "
+                f"DataFrames/DataSets without watermark (query {query!r}): a running total is never final, so it "
+                f"has nothing to append. Use output mode 'update' or 'complete' for {query!r}, or a windowed "
+                f"query (zip_window_counts) with a watermark delay.")
+        if self.mode is OutputMode.APPEND and kind is QueryKind.WINDOWED_AGGREGATION and self.watermark_delay is None:
+            raise UnsupportedOperationError(
+                f"Append output mode not supported when there are streaming aggregations on streaming "
+                f"DataFrames/DataSets without watermark (query {query!r}): without a watermark a window is never "
+                f"final. Set a watermark delay (e.g. --watermark-delay=10m) or use output mode 'update' or "
+                f"'complete'.")
+        if self.mode is OutputMode.COMPLETE and kind is QueryKind.PROJECTION:
+            raise UnsupportedOperationError(
+                f"Complete output mode not supported when there are no streaming aggregations on streaming "
+                f"DataFrames/Datasets (query {query!r}): there is no result table to repeat. Use output mode "
+                f"'append' or 'update' for {query!r}.")
+
+    @property
+    def fires_early(self) -> bool:
+        """True when aggregations emit before their window (or the input) ends: update/complete on processing-time."""
+        return not self.trigger.is_available_now and self.mode is not OutputMode.APPEND
+
+    @property
+    def filters_unchanged(self) -> bool:
+        """True when update panes may repeat an unchanged count and must go through `EmitChanged`."""
+        return self.mode is OutputMode.UPDATE and self.fires_early
+
+    def aggregation_windowing(self, windowfn: WindowFn) -> beam.WindowInto:
+        """The WindowInto to put before an aggregation's CombinePerKey (see the mapping table above)."""
+        if self.fires_early:
+            return beam.WindowInto(
+                windowfn,
+                trigger=beam_trigger.AfterWatermark(early=beam_trigger.AfterProcessingTime(self.trigger.interval)),
+                accumulation_mode=beam_trigger.AccumulationMode.ACCUMULATING,
+                allowed_lateness=0)
+        return beam.WindowInto(
+            windowfn,
+            trigger=beam_trigger.AfterWatermark(),
+            accumulation_mode=beam_trigger.AccumulationMode.DISCARDING,
+            allowed_lateness=0)
+
+    def __str__(self) -> str:
+        delay = "none" if self.watermark_delay is None else _format_seconds(self.watermark_delay)
+        return f"mode={self.mode.value} trigger={self.trigger} watermark_delay={delay}"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# update: drop panes that repeat the last emitted count.
+
+
+class EmitChangedFn(beam.DoFn):
+    """(key, total) -> the same, only if the total differs from the last one emitted for this key and window.
+
+    Needed because Beam's on-time pane repeats an accumulating total that an early pane already carried.
+    State is per key and window, and is garbage-collected with the window.
+    """
+    LAST_EMITTED = ReadModifyWriteStateSpec("last_emitted", VarIntCoder())
+
+    def process(
+            self, element: Tuple[Hashable, int],
+            last_emitted=beam.DoFn.StateParam(LAST_EMITTED)) -> Iterator[Tuple[Hashable, int]]:
+        _, total = element
+        if last_emitted.read() == total:
+            return
+        last_emitted.write(total)
+        yield element
+
+
+class EmitChanged(beam.PTransform):
+    """PCollection[(key, total)] from an ACCUMULATING aggregation -> only the panes whose total changed."""
+
+    def expand(self, totals: beam.PCollection) -> beam.PCollection:
+        return totals | "EmitChangedTotals" >> beam.ParDo(EmitChangedFn())
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# complete: Beam has none, so it is built here.
+
+_TABLE_KEY = None  # every row of a complete-mode table shares one key: the table lives in one state cell
+
+
+def _row_key(row: tuple) -> tuple:
+    # Every result row ends with `count`; everything before it identifies the row (window bounds, zipcode, isp).
+    return tuple(row[:-1])
+
+
+def _sort_key(row: tuple) -> tuple:
+    # Nulls first, as Spark sorts ascending; a null ISP is a group of its own.
+    return tuple((value is not None, value) for value in row[:-1])
+
+
+class LatestRowsCombineFn(beam.CombineFn):
+    """Rows -> {row key: row with the highest count}: the changes of one complete-mode batch."""
+
+    def create_accumulator(self) -> Dict[tuple, tuple]:
+        return {}
+
+    def add_input(self, accumulator: Dict[tuple, tuple], row: tuple) -> Dict[tuple, tuple]:
+        key = _row_key(row)
+        seen = accumulator.get(key)
+        if seen is None or row[-1] > seen[-1]:
+            accumulator[key] = row
+        return accumulator
+
+    def merge_accumulators(self, accumulators) -> Dict[tuple, tuple]:
+        accumulators = iter(accumulators)
+        merged = next(accumulators, None) or {}
+        for accumulator in accumulators:
+            for key, row in accumulator.items():
+                seen = merged.get(key)
+                if seen is None or row[-1] > seen[-1]:
+                    merged[key] = row
+        return merged
+
+    def extract_output(self, accumulator: Dict[tuple, tuple]) -> Dict[tuple, tuple]:
+        return accumulator
+
+
+class CompleteTableFn(beam.DoFn):
+    """(table key, {row key: row}) batches -> Snapshot(batch_id, every row of the table so far, sorted).
+
+    Runs on a single key in the global window, so the whole result table is one state cell. A row is replaced only
+    by one with a higher count (accumulating totals only grow), which makes the table independent of the order in
+    which batches' rows arrive. A batch that changes nothing emits nothing.
+    """
+    TABLE = ReadModifyWriteStateSpec("table", PickleCoder())
+    NEXT_BATCH_ID = ReadModifyWriteStateSpec("next_batch_id", VarIntCoder())
+
+    def process(
+            self, element: Tuple[Any, Dict[tuple, tuple]],
+            table_state=beam.DoFn.StateParam(TABLE),
+            batch_state=beam.DoFn.StateParam(NEXT_BATCH_ID)) -> Iterator[Snapshot]:
+        _, changes = element
+        table: Dict[tuple, tuple] = table_state.read() or {}
+        changed = False
+        for key, row in changes.items():
+            seen = table.get(key)
+            if seen is None or row[-1] > seen[-1]:
+                table[key] = row
+                changed = True
+        if not changed:
+            return
+        table_state.write(table)
+        batch_id = batch_state.read() or 0
+        batch_state.write(batch_id + 1)
+        yield Snapshot(batch_id, tuple(sorted(table.values(), key=_sort_key)))
+
+
+class CompleteTable(beam.PTransform):
+    """Result rows (ZipCount, IspCount, WindowCount: ACCUMULATING totals, any windows) -> PCollection[Snapshot].
+
+    `trigger` sets the batch cadence: one batch per processing-time interval, or one at the end of input.
+    """
+
+    def __init__(self, trigger: Union[Trigger, str], label: Optional[str] = None) -> None:
+        super().__init__(label)
+        self._trigger = Trigger.parse(trigger)
+
+    def expand(self, rows: beam.PCollection) -> beam.PCollection:
+        if self._trigger.is_available_now:
+            batching = beam_trigger.AfterWatermark()
+        else:
+            batching = beam_trigger.AfterWatermark(
+                early=beam_trigger.AfterProcessingTime(self._trigger.interval))
+        return (
+            rows
+            | "KeyByTable" >> beam.Map(lambda row: (_TABLE_KEY, row))
+            | "BatchWindow" >> beam.WindowInto(
+                GlobalWindows(), trigger=batching,
+                accumulation_mode=beam_trigger.AccumulationMode.DISCARDING, allowed_lateness=0)
+            | "LatestRowsPerBatch" >> beam.CombinePerKey(LatestRowsCombineFn())
+            | "Table" >> beam.ParDo(CompleteTableFn()).with_output_types(Snapshot))

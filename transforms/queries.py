@@ -1,0 +1,184 @@
+"""The blog's aggregations as reusable PTransforms over PCollection[Hit].
+
+| transform         | blog query                                  | rows (update/append)  | complete mode        |
+|-------------------|---------------------------------------------|-----------------------|----------------------|
+| `ZipCounts`       | groupBy("zipcode").count()                  | `ZipCount`            | `Snapshot` of them   |
+| `IspCounts`       | groupBy("isp").count()                      | `IspCount`            | `Snapshot` of them   |
+| `ZipWindowCounts` | groupBy(window(hittime, 10m, 5m, 2m), zip)  | `WindowCount`         | `Snapshot` of them   |
+
+Each takes an `OutputConfig` (mode, trigger, watermark delay), validated in `__init__` against the query kind, so
+append on a running total fails before the graph is built. How modes and triggers become Beam windowing, triggers
+and state is decided in `output_modes.py`; this module only keys, windows and counts.
+
+Counting is `CombinePerKey(CountCombineFn())`, so runners lift it into a partial count before the shuffle.
+
+Windowed queries drop hits flagged `late` (behind their partition's watermark at the source) before windowing and
+count them in `hitstream/late_records`; the running totals keep them, as Spark's non-windowed aggregations do.
+"""
+from __future__ import annotations
+
+import datetime
+import logging
+from typing import Iterator, Optional, Tuple, Union
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+from apache_beam.transforms.window import GlobalWindows, IntervalWindow, SlidingWindows, WindowFn
+
+from transforms.output_modes import (
+    CompleteTable, EmitChanged, OutputConfig, OutputMode, QueryKind, parse_duration)
+from transforms.rows import Hit, IspCount, WindowCount, ZipCount
+
+_LOGGER = logging.getLogger(__name__)
+
+METRICS_NAMESPACE = "hitstream"
+
+# The blog's window: 10 minutes, sliding every 5, starting 2 minutes past the hour.
+DEFAULT_WINDOW_SIZE = 600
+DEFAULT_WINDOW_PERIOD = 300
+DEFAULT_WINDOW_OFFSET = 120
+
+
+class DropLateFn(beam.DoFn):
+    """Hit -> the same Hit unless it was flagged late at the source; late ones only increment `late_records`."""
+
+    def __init__(self) -> None:
+        self._late_records = Metrics.counter(METRICS_NAMESPACE, "late_records")
+
+    def process(self, hit: Hit) -> Iterator[Hit]:
+        if hit.late:
+            self._late_records.inc()
+            return
+        yield hit
+
+
+def _zipcode_one(hit: Hit) -> Tuple[str, int]:
+    return hit.zipcode, 1
+
+
+def _isp_one(hit: Hit) -> Tuple[Optional[str], int]:
+    return hit.isp, 1
+
+
+def _to_zip_count(total: Tuple[str, int]) -> ZipCount:
+    return ZipCount(total[0], total[1])
+
+
+def _to_isp_count(total: Tuple[Optional[str], int]) -> IspCount:
+    return IspCount(total[0], total[1])
+
+
+class ToWindowCountFn(beam.DoFn):
+    """(zipcode, count) in an IntervalWindow -> WindowCount with UTC-aware window bounds."""
+
+    def process(
+            self, total: Tuple[str, int],
+            window: IntervalWindow = beam.DoFn.WindowParam) -> Iterator[WindowCount]:
+        yield WindowCount(
+            window.start.to_utc_datetime(has_tz=True).astimezone(datetime.timezone.utc),
+            window.end.to_utc_datetime(has_tz=True).astimezone(datetime.timezone.utc),
+            total[0], total[1])
+
+
+class _CountQuery(beam.PTransform):
+    """Shared wiring: [DropLate] -> KeyBy -> Window (mode's trigger) -> Count -> [EmitChanged] -> ToRows ->
+    [CompleteTable]. Subclasses say what the key is, which windows, and which row."""
+    QUERY = ""
+    KIND = QueryKind.AGGREGATION
+
+    def __init__(self, output: Optional[OutputConfig] = None, label: Optional[str] = None) -> None:
+        super().__init__(label)
+        self._output = output if output is not None else OutputConfig()
+        self._output.validate(self.KIND, self.QUERY)
+
+    @property
+    def output(self) -> OutputConfig:
+        return self._output
+
+    def _key(self) -> Tuple[str, beam.PTransform]:
+        raise NotImplementedError
+
+    def _window_fn(self) -> WindowFn:
+        return GlobalWindows()
+
+    def _to_rows(self) -> beam.PTransform:
+        raise NotImplementedError
+
+    def expand(self, hits: beam.PCollection) -> beam.PCollection:
+        if self.KIND is QueryKind.WINDOWED_AGGREGATION:
+            # Before windowing: a late hit must not reach a window, and must be counted where it is dropped.
+            hits = hits | "DropLate" >> beam.ParDo(DropLateFn()).with_output_types(Hit)
+        key_label, key_step = self._key()
+        totals = (
+            hits
+            | key_label >> key_step
+            | "Window" >> self._output.aggregation_windowing(self._window_fn())
+            | "Count" >> beam.CombinePerKey(beam.combiners.CountCombineFn()))
+        if self._output.filters_unchanged:
+            totals = totals | "EmitChanged" >> EmitChanged()
+        rows = totals | "ToRows" >> self._to_rows()
+        if self._output.mode is OutputMode.COMPLETE:
+            return rows | "CompleteTable" >> CompleteTable(self._output.trigger)
+        return rows
+
+
+class ZipCounts(_CountQuery):
+    """PCollection[Hit] -> ZipCount rows (update) or Snapshots of them (complete): hits per zipcode, all time."""
+    QUERY = "zip_counts"
+
+    def _key(self) -> Tuple[str, beam.PTransform]:
+        return "KeyByZipcode", beam.Map(_zipcode_one).with_output_types(Tuple[str, int])
+
+    def _to_rows(self) -> beam.PTransform:
+        return beam.Map(_to_zip_count).with_output_types(ZipCount)
+
+
+class IspCounts(_CountQuery):
+    """PCollection[Hit] -> IspCount rows (update) or Snapshots of them (complete). A null ISP is its own group."""
+    QUERY = "isp_counts"
+
+    def _key(self) -> Tuple[str, beam.PTransform]:
+        return "KeyByIsp", beam.Map(_isp_one).with_output_types(Tuple[Optional[str], int])
+
+    def _to_rows(self) -> beam.PTransform:
+        return beam.Map(_to_isp_count).with_output_types(IspCount)
+
+
+class ZipWindowCounts(_CountQuery):
+    """PCollection[Hit] -> WindowCount rows (update/append) or Snapshots of them (complete).
+
+    Sliding event-time windows on hittime: `SlidingWindows(size, period, offset)`, windows
+    `[N * period + offset, N * period + offset + size)`. The defaults are the blog's 10 minutes every 5 starting 2
+    past the hour: [12:02, 12:12), [12:07, 12:17), ... Durations are seconds or strings such as "10 minutes".
+    """
+    QUERY = "zip_window_counts"
+    KIND = QueryKind.WINDOWED_AGGREGATION
+
+    def __init__(
+            self,
+            size: Union[float, str] = DEFAULT_WINDOW_SIZE,
+            period: Union[float, str] = DEFAULT_WINDOW_PERIOD,
+            offset: Union[float, str] = DEFAULT_WINDOW_OFFSET,
+            output: Optional[OutputConfig] = None,
+            label: Optional[str] = None) -> None:
+        super().__init__(output, label)
+        self.size = parse_duration(size)
+        self.period = parse_duration(period)
+        self.offset = parse_duration(offset)
+        # Spark's window() rules, checked here so a bad flag fails at start, not inside a worker.
+        if self.size <= 0:
+            raise ValueError(f"window size must be > 0 seconds, got {size!r}")
+        if not 0 < self.period <= self.size:
+            raise ValueError(f"window period (slide) must be > 0 and <= the size {self.size:g}s, got {period!r}")
+        if not 0 <= self.offset < self.period:
+            raise ValueError(f"window offset (start time) must be >= 0 and < the period {self.period:g}s, "
+                             f"got {offset!r}")
+
+    def _key(self) -> Tuple[str, beam.PTransform]:
+        return "KeyByZipcode", beam.Map(_zipcode_one).with_output_types(Tuple[str, int])
+
+    def _window_fn(self) -> WindowFn:
+        return SlidingWindows(self.size, self.period, self.offset)
+
+    def _to_rows(self) -> beam.PTransform:
+        return beam.ParDo(ToWindowCountFn()).with_output_types(WindowCount)
