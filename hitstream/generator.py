@@ -167,3 +167,14 @@ def produce(spec: ProduceSpec, on_progress=None) -> ProduceReport:
     if remaining or failures:
         raise RuntimeError(f"produce: {remaining} message(s) undelivered, {len(failures)} failed: {failures[:3]}")
     return report
+
+
+def write_events(report: ProduceReport, path: str) -> None:
+    """Every well-formed hit of the report as Parquet: hittime_ms, zipcode, isp, partition, offset."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    columns = list(zip(*report.events)) if report.events else [[]] * 5
+    table = pa.table({"hittime_ms": pa.array(columns[0], pa.int64()), "zipcode": pa.array(columns[1], pa.string()),
+                      "isp": pa.array(columns[2], pa.string()), "partition": pa.array(columns[3], pa.int32()),
+                      "offset": pa.array(columns[4], pa.int64())})
+    pq.write_table(table, path)

@@ -1,0 +1,27 @@
+"""Runner presets: one module per runner, each turning hitstream's few runner-level settings into Beam options.
+
+They hold no pipeline logic: `pipelines/` builds the same graph whatever the runner.
+"""
+from __future__ import annotations
+
+import importlib
+
+RUNNERS = ("prism", "direct", "flink", "spark", "dataflow")
+
+
+class RunnerUnavailable(RuntimeError):
+    """The runner cannot be had on this machine; the message says why and what to do."""
+
+
+def pipeline_args(runner: str, *, streaming: bool, job_name: str = "hitstream", checkpoint_dir: str = "") -> list:
+    """Beam command-line options for `runner` (one of RUNNERS)."""
+    if runner not in RUNNERS:
+        raise ValueError(f"unknown runner {runner!r}; choose one of {', '.join(RUNNERS)}")
+    preset = importlib.import_module(f"runners.{runner}")
+    args = preset.pipeline_args(streaming=streaming, job_name=job_name, checkpoint_dir=checkpoint_dir)
+    return args + (["--streaming"] if streaming else [])
+
+
+def is_local(runner: str) -> bool:
+    """Whether the job runs in this process's machine, so in-process sinks (memory) can be read by the user."""
+    return runner in ("prism", "direct")

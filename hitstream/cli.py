@@ -1,0 +1,147 @@
+"""The `hitstream` command: the local stack, the hit generator, the blog's pipeline, SQL on memory tables, the demo."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import threading
+import time
+import uuid
+
+_LOGGER = logging.getLogger(__name__)
+
+
+def _cmd_up(args) -> int:
+    import stack
+    stack.up()
+    print(json.dumps(stack.status(), indent=2, default=str))
+    return 0
+
+
+def _cmd_down(args) -> int:
+    import stack
+    stack.down()
+    return 0
+
+
+def _cmd_status(args) -> int:
+    import stack
+    status = stack.status()
+    print(json.dumps(status, indent=2, default=str))
+    return 0
+
+
+def _produce_spec(args):
+    from hitstream.generator import ProduceSpec
+    return ProduceSpec(topic=args.topic, bootstrap_servers=args.bootstrap_servers, count=args.count, rate=args.rate,
+                       zipcodes=args.zipcodes, skew=args.skew, late_share=args.late_share,
+                       late_by_seconds=args.late_by, malformed_share=args.malformed_share,
+                       partitions=args.partitions, seed=args.seed, keep_events=bool(args.report_events))
+
+
+def _cmd_produce(args) -> int:
+    from hitstream.generator import produce, write_events
+    report = produce(_produce_spec(args), on_progress=lambda r: print(f"produced {r.produced}", file=sys.stderr))
+    if args.report_events:
+        write_events(report, args.report_events)
+    print(json.dumps(report.summary(), indent=2))
+    return 0
+
+
+def _cmd_run(args, rest) -> int:
+    from pipelines import blog
+    return blog.run(rest)
+
+
+def _cmd_sql(args) -> int:
+    from transforms.sinks.memory import query_remote
+    result = query_remote(args.query, port=args.port)
+    print(result)
+    return 0
+
+
+def _cmd_demo(args, rest) -> int:
+    """Stack up, a live stream of hits, and the blog's pipeline on Prism reading it, until Ctrl-C or --seconds."""
+    import stack
+    from hitstream.generator import ProduceSpec, ensure_topic, produce
+    from pipelines import blog
+    stack.up()
+    topic = args.topic or f"hits-demo-{uuid.uuid4().hex[:6]}"
+    ensure_topic(args.bootstrap_servers, topic, 4)
+    spec = ProduceSpec(topic=topic, bootstrap_servers=args.bootstrap_servers, count=int(args.rate * args.seconds),
+                       rate=args.rate, zipcodes=12, late_share=0.02, malformed_share=0.01, partitions=4,
+                       keep_events=False)
+    producer = threading.Thread(target=produce, args=(spec,), daemon=True, name="demo-producer")
+    print(f"demo: producing {args.rate:g} hits/s to topic {topic} for {args.seconds:g}s; counts follow.",
+          file=sys.stderr)
+    producer.start()
+    argv = [f"--topic={topic}", f"--bootstrap-servers={args.bootstrap_servers}", "--trigger=processing-time=3s",
+            "--starting-offsets=earliest", f"--run-seconds={args.seconds + 10:g}", *rest]
+    return blog.run(argv)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hitstream", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level (default: WARNING)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("up", help="start the local stack: Kafka (KRaft) on 127.0.0.1:9092, MariaDB on 127.0.0.1:3306, "
+                              "and build Prism; idempotent")
+    sub.add_parser("down", help="stop the local stack")
+    sub.add_parser("status", help="show the local stack's state as JSON")
+
+    produce = sub.add_parser("produce", help="write ISP hits to a Kafka topic and print the per-zipcode totals")
+    produce.add_argument("--topic", default="hits", help="topic to write (default: hits)")
+    produce.add_argument("--bootstrap-servers", default="127.0.0.1:9092", help="default: 127.0.0.1:9092")
+    produce.add_argument("--count", type=int, default=10_000, help="messages to write (default: 10000)")
+    produce.add_argument("--rate", type=float, default=0.0, help="messages per second; 0 = as fast as possible "
+                                                                 "(default: 0)")
+    produce.add_argument("--zipcodes", type=int, default=50, help="distinct zipcodes (default: 50)")
+    produce.add_argument("--skew", type=float, default=1.0, help="Zipf exponent of zipcode popularity; 0 = uniform "
+                                                                 "(default: 1.0)")
+    produce.add_argument("--late-share", type=float, default=0.0, help="share of hits with an older hittime "
+                                                                       "(default: 0)")
+    produce.add_argument("--late-by", type=float, default=120.0, help="how far back a late hit's hittime goes, "
+                                                                      "seconds (default: 120)")
+    produce.add_argument("--malformed-share", type=float, default=0.0, help="share of malformed messages "
+                                                                            "(default: 0)")
+    produce.add_argument("--partitions", type=int, default=4, help="partitions when the topic is created "
+                                                                   "(default: 4)")
+    produce.add_argument("--seed", type=int, default=42, help="random seed (default: 42)")
+    produce.add_argument("--report-events", default="", help="also write every well-formed hit with its partition "
+                                                             "and offset to this Parquet file (default: off)")
+
+    sub.add_parser("run", help="run the blog's pipeline; `hitstream run --help` lists its options", add_help=False)
+
+    sql = sub.add_parser("sql", help="query a running job's memory tables with SQL (read-only DuckDB)")
+    sql.add_argument("query", help='for example "SELECT * FROM zip_window_counts ORDER BY count DESC"')
+    sql.add_argument("--port", type=int, default=4040, help="the job's dashboard port (default: 4040)")
+
+    demo = sub.add_parser("demo", help="stack up, a live stream of hits, and the blog's pipeline with its sinks; "
+                                       "extra options go to `hitstream run`")
+    demo.add_argument("--topic", default="", help="topic (default: a new hits-demo-<id>)")
+    demo.add_argument("--bootstrap-servers", default="127.0.0.1:9092", help="default: 127.0.0.1:9092")
+    demo.add_argument("--rate", type=float, default=200.0, help="hits per second (default: 200)")
+    demo.add_argument("--seconds", type=float, default=60.0, help="how long to produce (default: 60)")
+    return parser
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command == "run":
+        return _cmd_run(args, argv[argv.index("run") + 1:])
+    if args.command == "demo":
+        return _cmd_demo(args, rest)
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    return {"up": _cmd_up, "down": _cmd_down, "status": _cmd_status, "produce": _cmd_produce,
+            "sql": _cmd_sql}[args.command](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

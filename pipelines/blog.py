@@ -1,0 +1,169 @@
+"""The blog's pipeline: Kafka -> parse -> hits, zip_counts, isp_counts, zip_window_counts -> the chosen sinks.
+
+Run it (after `hitstream up`):
+
+    # Prism, the embedded default, streaming with a 5 s trigger
+    hitstream run --topic hits --sink zip_counts=console:update
+    # a bounded run over what the topic holds now
+    hitstream run --topic hits --trigger available-now --sink zip_window_counts=console:complete
+    # the same graph on other runners
+    hitstream run --runner direct --trigger available-now ...
+    hitstream run --runner flink ...      # needs Beam's Flink job-server jar (see README, Runners)
+    hitstream run --runner spark ...      # needs Beam's Spark job-server jar
+    hitstream run --runner dataflow ...   # builds the job offline (--dry_run); see runners/dataflow.py to submit
+"""
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import time
+from typing import Dict, Optional
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.runners.runner import PipelineState
+
+import runners
+from pipelines.options import QUERIES, HitstreamOptions, Settings, check_reachable, first_bootstrap
+from transforms.kafka_source import KafkaSourceConfig, ReadFromKafka
+from transforms.output_modes import OutputConfig, OutputMode
+from transforms.parse import ParseHits
+from transforms.queries import IspCounts, ZipCounts, ZipWindowCounts
+from transforms.sinks.console import WriteToConsole
+
+_LOGGER = logging.getLogger(__name__)
+
+
+def kafka_source_config(options: HitstreamOptions, settings: Settings) -> KafkaSourceConfig:
+    spark_options = {"kafka.bootstrap.servers": options.bootstrap_servers,
+                     "startingOffsets": options.starting_offsets,
+                     "failOnDataLoss": options.fail_on_data_loss}
+    if options.subscribe_pattern:
+        spark_options["subscribePattern"] = options.subscribe_pattern
+    elif options.assign:
+        spark_options["assign"] = options.assign
+    else:
+        spark_options["subscribe"] = options.topic
+    ending = options.ending_offsets or ("latest" if not settings.streaming else None)
+    if ending:
+        spark_options["endingOffsets"] = ending
+    if options.max_offsets_per_trigger:
+        spark_options["maxOffsetsPerTrigger"] = str(options.max_offsets_per_trigger)
+    for setting in options.kafka_options:
+        key, sep, value = setting.partition("=")
+        if not sep:
+            raise ValueError(f"--kafka-option {setting!r}: write KEY=VALUE")
+        spark_options[f"kafka.{key}"] = value
+    return KafkaSourceConfig.from_spark_options(
+        spark_options, group_id=options.group_id, timestamp_policy=options.timestamp_policy,
+        watermark_delay_seconds=settings.watermark_delay,
+        trigger_interval_seconds=settings.trigger.interval or 1.0)
+
+
+def _query(name: str, mode: OutputMode, settings: Settings) -> beam.PTransform:
+    output = OutputConfig(mode=mode, trigger=settings.trigger, watermark_delay=settings.watermark_delay)
+    if name == "zip_counts":
+        return ZipCounts(output)
+    if name == "isp_counts":
+        return IspCounts(output)
+    return ZipWindowCounts(settings.window_size, settings.window_period, settings.window_offset, output)
+
+
+def _sink(kind: str, query: str, options: HitstreamOptions) -> beam.PTransform:
+    if kind == "console":
+        return WriteToConsole(query, options.console_num_rows, options.console_truncate == "true")
+    raise ValueError(f"the {kind} sink is not available in this build; choose console")
+
+
+def build_pipeline(p: beam.Pipeline, options: PipelineOptions, records: Optional[beam.PCollection] = None
+                   ) -> Dict[str, beam.PCollection]:
+    """Wire the blog's graph onto `p`; returns every query's PCollection by name ("hits", "dead_letter",
+    "<query>:<mode>"), so tests can attach assertions. `records` replaces the Kafka read (e.g. a TestStream)."""
+    hs = options.view_as(HitstreamOptions)
+    settings = Settings.from_options(hs)
+    if records is None:
+        records = p | "ReadKafka" >> ReadFromKafka(kafka_source_config(hs, settings))
+    parsed = records | "Parse" >> ParseHits()
+    outputs = {"hits": parsed.good, "dead_letter": parsed.dead_letter}
+    for choice in settings.sinks:
+        name = choice.query if QUERIES[choice.query].value == "projection" else f"{choice.query}:{choice.mode.value}"
+        if name not in outputs:
+            label = "".join(part.title() for part in choice.query.split("_")) + choice.mode.value.title()
+            outputs[name] = parsed.good | label >> _query(choice.query, choice.mode, settings)
+        sink_label = f"Write{choice.sink.title()}{name.replace(':', '_').title().replace('_', '')}"
+        outputs[name] | sink_label >> _sink(choice.sink, choice.query, hs)
+    return outputs
+
+
+def _split_runner(argv: list) -> tuple:
+    """hitstream's `--runner NAME` (a preset) is taken out; everything else goes to Beam."""
+    runner, rest, i = "prism", [], 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--runner" and i + 1 < len(argv):
+            runner, i = argv[i + 1], i + 2
+            continue
+        if arg.startswith("--runner="):
+            runner = arg.split("=", 1)[1]
+        else:
+            rest.append(arg)
+        i += 1
+    return runner, rest
+
+
+def preflight(hs: HitstreamOptions, settings: Settings) -> None:
+    """Checks that fail before anything starts, each with the fix in its message."""
+    if hs.source == "kafka":
+        check_reachable(first_bootstrap(hs.bootstrap_servers), "the Kafka broker",
+                        "Start the local stack with `hitstream up`, or pass --bootstrap-servers.")
+
+
+def run(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--help" in argv or "-h" in argv:
+        import argparse
+        parser = argparse.ArgumentParser(prog="hitstream run", description=__doc__,
+                                         formatter_class=argparse.RawDescriptionHelpFormatter)
+        parser.add_argument("--runner", default="prism", choices=runners.RUNNERS,
+                            help="where the job runs (default: prism)")
+        HitstreamOptions._add_argparse_args(parser)
+        parser.print_help()
+        return 0
+    runner, beam_argv = _split_runner(argv)
+    hs = PipelineOptions(beam_argv).view_as(HitstreamOptions)
+    settings = Settings.from_options(hs)
+    preflight(hs, settings)
+    options = PipelineOptions(beam_argv + runners.pipeline_args(runner, streaming=settings.streaming))
+    pipeline = beam.Pipeline(options=options)
+    build_pipeline(pipeline, options)
+    result = pipeline.run()
+    if not settings.streaming:
+        state = result.wait_until_finish()
+        return 0 if state == PipelineState.DONE else 1
+    return _wait_streaming(result, hs.run_seconds)
+
+
+def _wait_streaming(result, run_seconds: float) -> int:
+    """Run until --run-seconds pass or Ctrl-C / SIGTERM, then cancel the job: a clean stop, exit 0."""
+    stop = {"now": False}
+
+    def request_stop(signum, frame):
+        stop["now"] = True
+
+    signal.signal(signal.SIGTERM, request_stop)
+    deadline = time.monotonic() + run_seconds if run_seconds else None
+    try:
+        while not stop["now"] and (deadline is None or time.monotonic() < deadline):
+            state = result.wait_until_finish(duration=1000)
+            if state in (PipelineState.DONE, PipelineState.FAILED, PipelineState.CANCELLED):
+                return 0 if state == PipelineState.DONE else 1
+    except KeyboardInterrupt:
+        pass
+    result.cancel()
+    return 0
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO)
+    sys.exit(run())

@@ -1,0 +1,194 @@
+"""Every option of the blog's pipeline, in one PipelineOptions subclass, with preflight checks.
+
+Complex options are parsed into frozen dataclasses (`SinkChoice`, the source config) before the graph is built, and
+`preflight()` fails with a message that says what to change.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+from typing import Optional
+
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from transforms.output_modes import OutputMode, QueryKind, Trigger, parse_duration
+
+QUERIES = {
+    "hits": QueryKind.PROJECTION,
+    "zip_counts": QueryKind.AGGREGATION,
+    "isp_counts": QueryKind.AGGREGATION,
+    "zip_window_counts": QueryKind.WINDOWED_AGGREGATION,
+}
+SINK_KINDS = ("console", "memory", "parquet", "jdbc", "kafka", "foreach")
+
+# The blog's wiring: raw hits to partitioned files, windowed counts to memory and the console, running counts to
+# MySQL (complete) and back to Kafka (update).
+BLOG_SINKS = ("hits=parquet:append", "zip_window_counts=memory:complete", "zip_window_counts=console:complete",
+              "zip_counts=jdbc:complete", "zip_counts=kafka:update")
+
+
+@dataclasses.dataclass(frozen=True)
+class SinkChoice:
+    """One `--sink QUERY=SINK[:MODE]`."""
+    query: str
+    sink: str
+    mode: OutputMode
+
+    @classmethod
+    def parse(cls, text: str) -> "SinkChoice":
+        try:
+            query, rest = text.split("=", 1)
+            sink, _, mode = rest.partition(":")
+        except ValueError:
+            raise ValueError(f"--sink {text!r}: write QUERY=SINK[:MODE], e.g. zip_counts=console:update") from None
+        if query not in QUERIES:
+            raise ValueError(f"--sink {text!r}: unknown query {query!r}; choose from {', '.join(QUERIES)}")
+        if sink not in SINK_KINDS:
+            raise ValueError(f"--sink {text!r}: unknown sink {sink!r}; choose from {', '.join(SINK_KINDS)}")
+        default = "append" if QUERIES[query] is QueryKind.PROJECTION else "update"
+        return cls(query, sink, OutputMode.parse(mode or default))
+
+
+class HitstreamOptions(PipelineOptions):
+    """hitstream's options. Beam's own (--streaming, --job_name, runner flags) pass through untouched."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        add = parser.add_argument
+        # Source
+        add("--source", dest="source", default="kafka", choices=("kafka", "socket", "directory"),
+            help="where hits come from (default: kafka)")
+        add("--bootstrap-servers", dest="bootstrap_servers", default="127.0.0.1:9092",
+            help="Kafka bootstrap servers (default: 127.0.0.1:9092)")
+        add("--topic", dest="topic", default="hits", help="topic(s) to subscribe to, comma-separated (default: hits)")
+        add("--subscribe-pattern", dest="subscribe_pattern", default=None,
+            help="regex of topics to subscribe to instead of --topic; new matching topics are picked up "
+                 "(default: off)")
+        add("--assign", dest="assign", default=None,
+            help='JSON of topic partitions to read instead of --topic, e.g. {"hits":[0,1]} (default: off)')
+        add("--starting-offsets", dest="starting_offsets", default="earliest",
+            help="earliest, latest, or JSON per partition; used where the consumer group has no committed offset "
+                 "(default: earliest)")
+        add("--ending-offsets", dest="ending_offsets", default=None,
+            help="latest or JSON per partition: makes the read bounded (default: unbounded, or latest with "
+                 "--trigger=available-now)")
+        add("--max-offsets-per-trigger", dest="max_offsets_per_trigger", type=int, default=None,
+            help="rate limit: offsets read per trigger interval across all partitions (default: no limit)")
+        add("--fail-on-data-loss", dest="fail_on_data_loss", default="true", choices=("true", "false"),
+            help="fail when offsets were deleted before being read, or warn and count them (default: true)")
+        add("--kafka-option", dest="kafka_options", action="append", default=[],
+            help="a Kafka client setting KEY=VALUE passed through, e.g. security.protocol=SASL_SSL "
+                 "(repeatable; default: none)")
+        add("--group-id", dest="group_id", default="hitstream",
+            help="consumer group whose committed offsets are the resume point (default: hitstream)")
+        add("--timestamp-policy", dest="timestamp_policy", default="event-time",
+            choices=("event-time", "create-time", "log-append-time"),
+            help="element time: hittime from the value, or the Kafka timestamp (default: event-time)")
+        add("--source-path", dest="source_path", default=None,
+            help="with --source=directory: folder watched for new JSON-lines files; with --source=socket: "
+                 "HOST:PORT (default: none)")
+        # Queries
+        add("--trigger", dest="trigger", default="processing-time=5s",
+            help="processing-time=<interval> or available-now (default: processing-time=5s)")
+        add("--watermark-delay", dest="watermark_delay", default="10 minutes",
+            help="like withWatermark: how late an event may be and still count in its windows "
+                 "(default: 10 minutes)")
+        add("--window-size", dest="window_size", default="10 minutes", help="sliding window size (default: 10 minutes)")
+        add("--window-period", dest="window_period", default="5 minutes",
+            help="sliding window period (default: 5 minutes)")
+        add("--window-offset", dest="window_offset", default="2 minutes",
+            help="sliding window offset from the epoch (default: 2 minutes)")
+        # Sinks
+        add("--sink", dest="sinks", action="append", default=None,
+            help="QUERY=SINK[:MODE], repeatable; queries: " + ", ".join(QUERIES) + "; sinks: "
+                 + ", ".join(SINK_KINDS) + "; modes: append, update, complete (default: the blog's: "
+                 + " ".join(BLOG_SINKS) + ")")
+        add("--console-num-rows", dest="console_num_rows", type=int, default=20,
+            help="rows shown per console batch (default: 20)")
+        add("--console-truncate", dest="console_truncate", default="true", choices=("true", "false"),
+            help="cut long console cells (default: true)")
+        add("--parquet-path", dest="parquet_path", default="./hitstream-output/hits",
+            help="base folder of the Parquet sink (default: ./hitstream-output/hits)")
+        add("--parquet-partition-by", dest="parquet_partition_by", default="zipcode,day",
+            help="Hive partition columns of the Parquet sink (default: zipcode,day)")
+        add("--jdbc-url", dest="jdbc_url", default=None,
+            help="SQLAlchemy URL of the JDBC sink; the password may come from HITSTREAM_DB_PASSWORD "
+                 "(default: sqlite:///hitstream-output/hitstream.db)")
+        add("--jdbc-table", dest="jdbc_table", default=None, help="JDBC table (default: zip_test for zip_counts, "
+                                                                  "else the query name)")
+        add("--output-topic", dest="output_topic", default="hits-counts",
+            help="topic of the Kafka sink (default: hits-counts)")
+        add("--kafka-value-format", dest="kafka_value_format", default="json", choices=("json", "text"),
+            help="Kafka sink value: JSON, or the blog's zipcode:count text (default: json)")
+        add("--dead-letter-topic", dest="dead_letter_topic", default=None,
+            help="topic for dead letters (default: none)")
+        add("--dead-letter-path", dest="dead_letter_path", default=None,
+            help="folder for dead letters as Parquet (default: none)")
+        add("--checkpoint-dir", dest="checkpoint_dir", default=None,
+            help="folder for restart state: offsets and sink commit logs (default: none)")
+        # Running
+        add("--run-seconds", dest="run_seconds", type=float, default=0.0,
+            help="stop a streaming run after this many seconds; 0 = until Ctrl-C (default: 0)")
+        add("--dashboard", dest="dashboard", action="store_true", default=False,
+            help="serve the live dashboard on 127.0.0.1 (default: off)")
+        add("--dashboard-port", dest="dashboard_port", type=int, default=4040,
+            help="dashboard and SQL port (default: 4040)")
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """HitstreamOptions parsed and checked: what the graph builder reads."""
+    trigger: Trigger
+    watermark_delay: float
+    window_size: float
+    window_period: float
+    window_offset: float
+    sinks: tuple
+
+    @property
+    def streaming(self) -> bool:
+        return not self.trigger.is_available_now
+
+    @classmethod
+    def from_options(cls, options: HitstreamOptions) -> "Settings":
+        trigger = Trigger.parse(options.trigger)
+        sinks = tuple(SinkChoice.parse(s) for s in (options.sinks or BLOG_SINKS))
+        settings = cls(trigger=trigger, watermark_delay=parse_duration(options.watermark_delay),
+                       window_size=parse_duration(options.window_size),
+                       window_period=parse_duration(options.window_period),
+                       window_offset=parse_duration(options.window_offset), sinks=sinks)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        from transforms.output_modes import OutputConfig
+        for choice in self.sinks:
+            OutputConfig(mode=choice.mode, trigger=self.trigger).validate(QUERIES[choice.query], choice.query)
+        if self.window_period <= 0 or self.window_size <= 0:
+            raise ValueError("--window-size and --window-period must be positive")
+
+
+def check_reachable(host_port: str, what: str, fix: str, timeout: float = 3.0) -> None:
+    """Fail early, with the fix in the message, when a TCP service does not answer."""
+    host, _, port = host_port.rpartition(":")
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout).close()
+    except (OSError, ValueError) as error:
+        raise SystemExit(f"hitstream: {what} at {host_port} is unreachable ({error}). {fix}") from None
+
+
+def check_writable(path: str, what: str) -> None:
+    folder = os.path.abspath(path)
+    try:
+        os.makedirs(folder, exist_ok=True)
+        probe = os.path.join(folder, ".hitstream-write-check")
+        with open(probe, "w"):
+            pass
+        os.remove(probe)
+    except OSError as error:
+        raise SystemExit(f"hitstream: {what} {folder} is not writable ({error}); choose another folder.") from None
+
+
+def first_bootstrap(servers: str) -> str:
+    return servers.split(",")[0].strip()
