@@ -50,9 +50,9 @@ def hittime_millis(record: KafkaRecord) -> Optional[int]:
 
     Kept deliberately cheap: the parse step does the strict validation and dead-lettering.
     """
-    from transforms.parse import parse_value  # the one definition of a valid hit
+    from transforms.parse import parse_hittime, to_micros  # the one definition of hittime's format
     try:
-        return parse_value(record.value)["hittime_ms"]
+        return to_micros(parse_hittime(orjson.loads(record.value)["hittime"])) // 1000
     except Exception:  # any malformed value: the parse step dead-letters it
         return None
 
