@@ -42,8 +42,8 @@ Why these choices:
   that got no new data has no pane and is not emitted; ACCUMULATING makes each pane carry the new total, not the
   delta. `AfterWatermark(early=...)` rather than `Repeatedly(AfterProcessingTime)` because it guarantees a final
   pane when the window closes or the input ends; Beam emits that on-time pane even when nothing changed since the
-  last early pane, which Spark would not, so `EmitChangedFn` (state per key and window: the last count sent)
-  filters it.
+  last early pane, which Spark would not, so `EmitChangedFn` (state per key and window: the newest pane index
+  and its count) filters it, and also drops a stale pane that a runner delivers after a newer one.
 * **append.** The watermark delay is applied at the source as bounded out-of-orderness: the source's watermark is
   `max event time seen - delay` (per partition, the minimum over partitions), and records already behind it are
   flagged `late`. So Beam's "the watermark passed the window end" is exactly Spark's "window end + delay < max
@@ -82,10 +82,11 @@ import re
 from typing import Any, Dict, Hashable, Iterator, Optional, Tuple, Union
 
 import apache_beam as beam
-from apache_beam.coders import PickleCoder, VarIntCoder
+from apache_beam.coders import PickleCoder, TupleCoder, VarIntCoder
 from apache_beam.transforms import trigger as beam_trigger
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 from apache_beam.transforms.window import GlobalWindows, WindowFn
+from apache_beam.utils import windowed_value
 
 from transforms.rows import Snapshot
 
@@ -269,20 +270,27 @@ class OutputConfig:
 
 
 class EmitChangedFn(beam.DoFn):
-    """(key, total) -> the same, only if the total differs from the last one emitted for this key and window.
+    """(key, total) -> the same, only if it is a newer pane than any seen for this key and window, and its total
+    differs from the last one emitted.
 
-    Needed because Beam's on-time pane repeats an accumulating total that an early pane already carried.
-    State is per key and window, and is garbage-collected with the window.
+    Needed because Beam's on-time pane repeats an accumulating total that an early pane already carried. Panes are
+    ordered by their pane index, not by arrival: Prism (Beam 2.77) was measured delivering a window's on-time pane
+    to this DoFn before its early panes, and emitting a stale early total after it would move a sink's count
+    backwards. State is per key and window, and is garbage-collected with the window.
     """
-    LAST_EMITTED = ReadModifyWriteStateSpec("last_emitted", VarIntCoder())
+    LAST_EMITTED = ReadModifyWriteStateSpec("last_emitted", TupleCoder((VarIntCoder(), VarIntCoder())))
 
     def process(
             self, element: Tuple[Hashable, int],
+            pane: windowed_value.PaneInfo = beam.DoFn.PaneInfoParam,
             last_emitted=beam.DoFn.StateParam(LAST_EMITTED)) -> Iterator[Tuple[Hashable, int]]:
         _, total = element
-        if last_emitted.read() == total:
+        last = last_emitted.read()  # (pane index, total) of the newest pane seen
+        if last is not None and (pane.index <= last[0] or total == last[1]):
+            if pane.index > last[0]:
+                last_emitted.write((pane.index, total))
             return
-        last_emitted.write(total)
+        last_emitted.write((pane.index, total))
         yield element
 
 
