@@ -88,4 +88,4 @@ def test_beam_jars_are_recorded():
 def test_status_reports_all_up(kafka_bootstrap, mysql_url, prism_location):
     report = stack.status()
     assert report["ok"], report
-    assert report["kafka"]["pid"] and report["mariadb"]["pid"], report
+    assert report["kafka"]["healthy"] and report["mariadb"]["healthy"] and report["prism"]["built"]
