@@ -81,6 +81,7 @@ class KafkaSourceConfig:
     event_time_fn: Callable[[KafkaRecord], Optional[int]] = hittime_millis
     watermark_delay_seconds: float = 0.0
     max_read_seconds: float = 1.0  # one process() call; bounds latency to the runner
+    partition_discovery_seconds: float = 10.0  # subscribePattern in streaming: how often to look for new topics
     idle_poll_seconds: float = 0.2
 
     def __post_init__(self):
@@ -309,12 +310,25 @@ class WatchPartitionsFn(beam.DoFn):
 _HIGH_WATERMARKS: dict = {}
 
 
+class KafkaOffsetTracker(OffsetRestrictionTracker):
+    """Offset tracking that refuses to split an unbounded range anywhere but at a checkpoint.
+
+    A runner may ask to split a running restriction at some fraction of its remainder; for [n, maxsize) that
+    point would be an offset near 2**62, which no partition will reach. Checkpoints (fraction 0) still work.
+    """
+
+    def try_split(self, fraction_of_remainder):
+        if self._range.stop == UNBOUNDED and fraction_of_remainder > 0:
+            return None
+        return super().try_split(fraction_of_remainder)
+
+
 class _OffsetRangeProvider(RestrictionProvider):
     def initial_restriction(self, spec: PartitionSpec) -> OffsetRange:
         return OffsetRange(spec.start, spec.stop)
 
-    def create_tracker(self, restriction: OffsetRange) -> OffsetRestrictionTracker:
-        return OffsetRestrictionTracker(restriction)
+    def create_tracker(self, restriction: OffsetRange) -> KafkaOffsetTracker:
+        return KafkaOffsetTracker(restriction)
 
     def restriction_size(self, spec: PartitionSpec, restriction: OffsetRange) -> int:
         if restriction.stop != UNBOUNDED:
@@ -380,6 +394,9 @@ class ReadPartitionsFn(beam.DoFn):
         self._records = Metrics.counter("hitstream", "kafka_records_read")
         self._late = Metrics.counter("hitstream", "kafka_records_late")
         self._data_loss = Metrics.counter("hitstream", "kafka_offsets_lost")
+        # Records claimed per process() call: one call is one "trigger" of the read, so its max shows that
+        # maxOffsetsPerTrigger holds.
+        self._per_read = Metrics.distribution("hitstream", "kafka_records_per_read")
         self._consumers = {}  # (topic, partition) -> (consumer, next offset)
         self._committer = None  # created on the first commit; finalization may run on another thread
         self._commit_lock = threading.Lock()
@@ -420,29 +437,32 @@ class ReadPartitionsFn(beam.DoFn):
         budget = spec.share_per_trigger
         deadline = time.monotonic() + config.max_read_seconds
         claimed = 0
-        while True:
+        past_stop = False  # a record at or beyond the restriction's stop: a bounded read is complete
+        while not past_stop:
             messages = consumer.consume(num_messages=min(budget - claimed, 1000), timeout=config.idle_poll_seconds)
             for message in messages:
                 error = message.error()
                 if error is not None:
                     next_offset = self._on_error(error, consumer, spec, next_offset)
                     continue
-                offset = message.offset()
-                if not tracker.try_claim(offset):
-                    self._remember(spec, consumer, next_offset)
-                    return
-                next_offset = offset + 1
+                if not tracker.try_claim(message.offset()):
+                    past_stop = True
+                    break
+                next_offset = message.offset() + 1
                 claimed += 1
                 yield self._to_output(message, watermark)
             self._remember(spec, consumer, next_offset)
             if not messages or claimed >= budget or time.monotonic() >= deadline:
                 break
         self._records.inc(claimed)
+        self._per_read.update(claimed)
         # Register even when nothing was claimed: Prism finalizes every bundle of a stage that asks for it.
         self._commit_on_finalize(finalizer, spec, next_offset if claimed else None)
         _, high = consumer.get_watermark_offsets(TopicPartition(spec.topic, spec.partition), cached=True)
         if high >= 0:
             _HIGH_WATERMARKS[(spec.topic, spec.partition)] = high
+        if past_stop:
+            return
         if not messages:
             # The fetch position can pass offsets that hold no record (transaction markers, compaction gaps).
             position = consumer.position([TopicPartition(spec.topic, spec.partition)])[0].offset
@@ -450,8 +470,12 @@ class ReadPartitionsFn(beam.DoFn):
         if next_offset >= restriction.stop:
             tracker.try_claim(restriction.stop)  # done: nothing left to claim in the range
             return
-        if not messages or next_offset >= high >= 0:  # caught up
+        if next_offset >= high >= 0:
+            # Caught up with the log end (backlog 0), as Java KafkaIO's policies check: only then may the wall
+            # clock move the watermark. A poll that merely timed out says nothing about what is still to come.
             watermark.advance_idle(Timestamp.now().micros, self._delay_micros)
+            tracker.defer_remainder(Duration(seconds=config.idle_poll_seconds))
+        elif not messages:
             tracker.defer_remainder(Duration(seconds=config.idle_poll_seconds))
         elif claimed >= budget and config.max_offsets_per_trigger:
             tracker.defer_remainder(Duration(seconds=config.trigger_interval_seconds))
@@ -556,6 +580,7 @@ class ReadFromKafka(beam.PTransform):
                     | "ResolvePartitions" >> beam.ParDo(ResolvePartitionsFn(config)))
         from apache_beam.transforms.periodicsequence import PeriodicImpulse
         return (pbegin
-                | "WatchTicks" >> PeriodicImpulse(fire_interval=10, apply_windowing=False)
+                | "WatchTicks" >> PeriodicImpulse(fire_interval=config.partition_discovery_seconds,
+                                                 apply_windowing=False)
                 | "KeyForState" >> beam.Map(lambda tick: (None, tick))
                 | "WatchPartitions" >> beam.ParDo(WatchPartitionsFn(config)))
