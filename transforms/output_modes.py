@@ -7,7 +7,8 @@ panes per key and window when its trigger says so. This module translates, and t
 
 Triggers (`Trigger.parse`):
 
-* `processing-time=<interval>` (`5s`, `500ms`, `1 minute`, ...): Spark runs a batch every interval.
+* `processing-time=<interval>` (`5s`, `10 seconds`, `1 minute`, ...): Spark runs a batch every interval. Whole
+  seconds, at least 1: Beam Python's AfterProcessingTime keeps its delay in whole seconds through the runner API.
 * `available-now`: read what the source holds at start, finish every result, stop. In Beam this is simply a bounded
   source: the watermark reaches +inf when the input ends and every window fires its final pane.
 
@@ -72,6 +73,11 @@ What Beam cannot match exactly:
   are dropped from windowed queries in every mode, as SPEC asks.
 * Spark's watermark is the max event time over all partitions minus the delay; Beam's is a minimum over the
   source's splits. The `late` flag is set per partition at the source (see `rows.KafkaRecord`).
+* Sub-second trigger intervals, and Spark's default "as fast as possible" trigger (interval 0), have no Beam
+  Python equivalent (see Triggers above).
+* Beam does not promise order between steps: a runner may hand a sink an older update row or snapshot after a
+  newer one. Update totals of one key and window only grow and snapshots carry `batch_id`, so a sink that keeps
+  the higher count / higher batch_id is exact.
 """
 from __future__ import annotations
 
@@ -304,7 +310,7 @@ class EmitChanged(beam.PTransform):
 # ---------------------------------------------------------------------------------------------------------------
 # complete: Beam has none, so it is built here.
 
-_TABLE_KEY = None  # every row of a complete-mode table shares one key: the table lives in one state cell
+_TABLE_KEY = "table"  # every row of a complete-mode table shares one key: the table lives in one state cell
 
 
 def _row_key(row: tuple) -> tuple:
@@ -392,7 +398,7 @@ class CompleteTable(beam.PTransform):
                 early=beam_trigger.AfterProcessingTime(self._trigger.interval))
         return (
             rows
-            | "KeyByTable" >> beam.Map(lambda row: (_TABLE_KEY, row))
+            | "KeyByTable" >> beam.Map(lambda row: (_TABLE_KEY, row)).with_output_types(Tuple[str, Any])
             | "BatchWindow" >> beam.WindowInto(
                 GlobalWindows(), trigger=batching,
                 accumulation_mode=beam_trigger.AccumulationMode.DISCARDING, allowed_lateness=0)
