@@ -209,3 +209,53 @@ def test_subscribe_pattern_picks_up_new_topics(kafka_bootstrap, topic_factory):
     for _, record in collected(name):
         by_topic[record.topic] = by_topic.get(record.topic, 0) + 1
     assert by_topic == {first: 5, second: 7}
+
+
+def test_idle_partition_does_not_hold_the_watermark(kafka_bootstrap, topic_factory):
+    """Append-mode windows close while one partition never receives a record."""
+    import collections
+
+    import orjson
+
+    from transforms.output_modes import OutputConfig
+    from transforms.parse import ParseHits
+    from transforms.queries import ZipWindowCounts
+
+    topic = topic_factory(partitions=3, prefix="src-idle")  # partition 2 stays empty
+    config = KafkaSourceConfig.from_spark_options(
+        {"kafka.bootstrap.servers": kafka_bootstrap, "subscribe": topic, "startingOffsets": "earliest"},
+        group_id=f"g-{uuid.uuid4().hex}", timestamp_policy="event-time", watermark_delay_seconds=3.0)
+    name = uuid.uuid4().hex
+    pipeline = _pipeline(streaming=True)
+    hits = (pipeline | ReadFromKafka(config) | ParseHits()).good
+    (hits | ZipWindowCounts(size=4, period=2, offset=0, output=OutputConfig("append", "processing-time=1s", 3.0))
+          | beam.ParDo(CollectFn(name)))
+    result = pipeline.run()
+    producer = Producer({"bootstrap.servers": kafka_bootstrap})
+    expected = collections.Counter()
+    try:
+        time.sleep(3)
+        start = time.time()
+        while time.time() - start < 12:
+            now_ms = int(time.time() * 1000)
+            producer.produce(topic, value=orjson.dumps({"hittime": now_ms, "zipcode": "94107"}),
+                             partition=int(now_ms / 100) % 2)
+            # Windows [k*2s, k*2s+4s): each hit counts in the two windows that contain it.
+            for window_start in (now_ms // 2000 * 2000, now_ms // 2000 * 2000 - 2000):
+                expected[window_start] += 1
+            producer.poll(0)
+            time.sleep(0.05)
+        producer.flush(10)
+        deadline = time.time() + 20
+        closed_by = (int(time.time() * 1000) - 5000) // 2000 * 2000  # windows ending before now - delay - slack
+        while time.time() < deadline:
+            emitted = {int(row.window_start.timestamp() * 1000): row.count for _, row in collected(name)}
+            if all(ws in emitted for ws in expected if ws + 4000 <= closed_by):
+                break
+            time.sleep(0.5)
+    finally:
+        result.cancel()
+    emitted = {int(row.window_start.timestamp() * 1000): row.count for _, row in collected(name)}
+    closed = {ws: n for ws, n in expected.items() if ws + 4000 <= closed_by and ws >= min(expected) + 2000}
+    assert closed, "the test produced no complete window"
+    assert {ws: emitted.get(ws) for ws in closed} == closed
