@@ -318,6 +318,10 @@ def _row_key(row: tuple) -> tuple:
     return tuple(row[:-1])
 
 
+def _key_by_table(row: tuple) -> Tuple[str, tuple]:
+    return _TABLE_KEY, row
+
+
 def _sort_key(row: tuple) -> tuple:
     # Nulls first, as Spark sorts ascending; a null ISP is a group of its own.
     return tuple((value is not None, value) for value in row[:-1])
@@ -389,18 +393,18 @@ class CompleteTable(beam.PTransform):
     def __init__(self, trigger: Union[Trigger, str], label: Optional[str] = None) -> None:
         super().__init__(label)
         self._trigger = Trigger.parse(trigger)
+        if self._trigger.is_available_now:
+            self._batching = beam_trigger.AfterWatermark()
+        else:
+            self._batching = beam_trigger.AfterWatermark(
+                early=beam_trigger.AfterProcessingTime(self._trigger.interval))
 
     def expand(self, rows: beam.PCollection) -> beam.PCollection:
-        if self._trigger.is_available_now:
-            batching = beam_trigger.AfterWatermark()
-        else:
-            batching = beam_trigger.AfterWatermark(
-                early=beam_trigger.AfterProcessingTime(self._trigger.interval))
         return (
             rows
-            | "KeyByTable" >> beam.Map(lambda row: (_TABLE_KEY, row)).with_output_types(Tuple[str, Any])
+            | "KeyByTable" >> beam.Map(_key_by_table).with_output_types(Tuple[str, Any])
             | "BatchWindow" >> beam.WindowInto(
-                GlobalWindows(), trigger=batching,
+                GlobalWindows(), trigger=self._batching,
                 accumulation_mode=beam_trigger.AccumulationMode.DISCARDING, allowed_lateness=0)
             | "LatestRowsPerBatch" >> beam.CombinePerKey(LatestRowsCombineFn())
             | "Table" >> beam.ParDo(CompleteTableFn()).with_output_types(Snapshot))

@@ -14,6 +14,8 @@ Counting is `CombinePerKey(CountCombineFn())`, so runners lift it into a partial
 
 Windowed queries drop hits flagged `late` (behind their partition's watermark at the source) before windowing and
 count them in `hitstream/late_records`; the running totals keep them, as Spark's non-windowed aggregations do.
+They also drop, and count in `hitstream/unwindowable_records`, a valid hit whose windows would fall outside the
+years 1..9999 that WindowCount's datetime bounds can hold.
 """
 from __future__ import annotations
 
@@ -40,14 +42,27 @@ DEFAULT_WINDOW_OFFSET = 120
 
 
 class DropLateFn(beam.DoFn):
-    """Hit -> the same Hit unless it was flagged late at the source; late ones only increment `late_records`."""
+    """Hit -> the same Hit unless it was flagged late at the source; late ones only increment `late_records`.
 
-    def __init__(self) -> None:
+    With `window_size` set, it also drops (and counts in `unwindowable_records`) the rare valid hit whose windows
+    would start before year 1 or end after year 9999: WindowCount bounds are datetimes, and one such hit would
+    otherwise fail every retry of its bundle.
+    """
+
+    def __init__(self, window_size: Optional[float] = None) -> None:
         self._late_records = Metrics.counter(METRICS_NAMESPACE, "late_records")
+        self._unwindowable = Metrics.counter(METRICS_NAMESPACE, "unwindowable_records")
+        margin = datetime.timedelta(seconds=window_size or 0)
+        self._earliest = datetime.datetime.min.replace(tzinfo=datetime.timezone.utc) + margin
+        self._latest = datetime.datetime.max.replace(tzinfo=datetime.timezone.utc) - margin
 
     def process(self, hit: Hit) -> Iterator[Hit]:
         if hit.late:
             self._late_records.inc()
+            return
+        if not self._earliest <= hit.hittime <= self._latest:
+            _LOGGER.warning("Dropping hit at %s: its windows fall outside years 1..9999", hit.hittime)
+            self._unwindowable.inc()
             return
         yield hit
 
@@ -90,6 +105,7 @@ class _CountQuery(beam.PTransform):
         super().__init__(label)
         self._output = output if output is not None else OutputConfig()
         self._output.validate(self.KIND, self.QUERY)
+        _LOGGER.debug("%s: %s", self.QUERY, self._output)
 
     @property
     def output(self) -> OutputConfig:
@@ -101,13 +117,16 @@ class _CountQuery(beam.PTransform):
     def _window_fn(self) -> WindowFn:
         return GlobalWindows()
 
+    def _window_size(self) -> Optional[float]:
+        return None
+
     def _to_rows(self) -> beam.PTransform:
         raise NotImplementedError
 
     def expand(self, hits: beam.PCollection) -> beam.PCollection:
         if self.KIND is QueryKind.WINDOWED_AGGREGATION:
             # Before windowing: a late hit must not reach a window, and must be counted where it is dropped.
-            hits = hits | "DropLate" >> beam.ParDo(DropLateFn()).with_output_types(Hit)
+            hits = hits | "DropLate" >> beam.ParDo(DropLateFn(self._window_size())).with_output_types(Hit)
         key_label, key_step = self._key()
         totals = (
             hits
@@ -179,6 +198,9 @@ class ZipWindowCounts(_CountQuery):
 
     def _window_fn(self) -> WindowFn:
         return SlidingWindows(self.size, self.period, self.offset)
+
+    def _window_size(self) -> Optional[float]:
+        return self.size
 
     def _to_rows(self) -> beam.PTransform:
         return beam.ParDo(ToWindowCountFn()).with_output_types(WindowCount)

@@ -262,6 +262,21 @@ def test_zip_window_counts_windows_are_configurable():
         assert_that(rows, equal_to([wc("12:00:10", "12:01:10", "a", 1), wc("12:00:40", "12:01:40", "a", 1)]))
 
 
+def test_drop_late_fn_drops_late_and_unwindowable_hits():
+    from transforms.queries import DropLateFn
+    fn = DropLateFn(window_size=600)
+    on_time = hit("a", "12:00")
+    assert list(fn.process(on_time)) == [on_time]
+    assert list(fn.process(hit("a", "12:00", late=True))) == []
+    # Valid hittimes whose 10-minute windows would end after 9999-12-31 or start before 0001-01-01.
+    edge = on_time._replace(hittime=datetime.datetime(9999, 12, 31, 23, 55, tzinfo=UTC))
+    assert list(fn.process(edge)) == []
+    edge = on_time._replace(hittime=datetime.datetime(1, 1, 1, 0, 5, tzinfo=UTC))
+    assert list(fn.process(edge)) == []
+    fine = on_time._replace(hittime=datetime.datetime(9999, 12, 31, 23, 45, tzinfo=UTC))
+    assert list(fn.process(fine)) == [fine]
+
+
 # --- validation before the graph is built ------------------------------------------------------------------------
 
 @pytest.mark.parametrize("query", [ZipCounts, IspCounts])
