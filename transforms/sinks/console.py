@@ -1,20 +1,30 @@
 """The console sink: Spark's `format("console")`, "Batch: N" then a table, drawn with rich.
 
-A batch is a complete-mode Snapshot, or the rows of one bundle in update and append modes.
+A batch is a complete-mode Snapshot (its own batch id), or the rows of one bundle in update and append modes (a
+batch id counted per worker). Options as in Spark: `numRows` (default 20) and `truncate` (cut cells at 20
+characters).
 """
 from __future__ import annotations
 
 import logging
 import sys
-from typing import Iterable
+import threading
+from typing import List, Optional
 
-import apache_beam as beam
 from rich.console import Console
 from rich.table import Table
 
 from transforms.rows import Snapshot
+from transforms.sinks.base import RetryPolicy, Sink, SinkWriter
 
 _LOGGER = logging.getLogger(__name__)
+
+_TRUNCATE_AT = 20
+_PRINT_LOCK = threading.Lock()  # bundles run on several threads; one table must not interleave with another
+
+
+def _sort_key(row: tuple) -> tuple:
+    return tuple((value is not None, value) for value in row)
 
 
 def render_batch(batch_id: int, rows: list, num_rows: int = 20, truncate: bool = True, title: str = "") -> Table:
@@ -27,51 +37,48 @@ def render_batch(batch_id: int, rows: list, num_rows: int = 20, truncate: bool =
     for row in rows[:num_rows]:
         cells = ["null" if v is None else str(v) for v in row]
         if truncate:
-            cells = [c if len(c) <= 20 else c[:17] + "..." for c in cells]
+            cells = [c if len(c) <= _TRUNCATE_AT else c[:_TRUNCATE_AT - 3] + "..." for c in cells]
         table.add_row(*cells)
     if len(rows) > num_rows:
         table.caption = f"only showing top {num_rows} rows"
     return table
 
 
-class ConsoleWriteFn(beam.DoFn):
-    def __init__(self, name: str, num_rows: int, truncate: bool):
+class ConsoleWriter(SinkWriter):
+    def __init__(self, name: str, num_rows: int, truncate: bool) -> None:
         self._name = name
         self._num_rows = num_rows
         self._truncate = truncate
-        self._batch_id = 0
+        self._console: Optional[Console] = None
 
-    def setup(self):
-        # One console per worker; force_terminal=False keeps logs and CI output free of escape codes.
+    def setup(self) -> None:
+        # force_terminal=False keeps logs and CI output free of escape codes.
         self._console = Console(file=sys.stdout, force_terminal=False, width=120)
 
-    def start_bundle(self):
-        self._rows = []
+    def write_rows(self, rows: List[tuple], batch_id: int) -> None:
+        self._show(batch_id, sorted(rows, key=_sort_key))
 
-    def process(self, element) -> Iterable[None]:
-        if isinstance(element, Snapshot):
-            self._show(element.batch_id, list(element.rows))
-        else:
-            self._rows.append(element)
-        return ()
+    def write_snapshot(self, snapshot: Snapshot) -> None:
+        self._show(snapshot.batch_id, list(snapshot.rows))
 
-    def finish_bundle(self):
-        if self._rows:
-            self._show(self._batch_id, sorted(self._rows))
-            self._batch_id += 1
-            self._rows = []
-
-    def _show(self, batch_id: int, rows: list):
-        self._console.print(render_batch(batch_id, rows, self._num_rows, self._truncate, self._name))
-        sys.stdout.flush()
+    def _show(self, batch_id: int, rows: list) -> None:
+        with _PRINT_LOCK:
+            self._console.print(render_batch(batch_id, rows, self._num_rows, self._truncate, self._name))
+            sys.stdout.flush()
 
 
-class WriteToConsole(beam.PTransform):
-    def __init__(self, name: str = "", num_rows: int = 20, truncate: bool = True):
-        super().__init__()
+class WriteToConsole(Sink):
+    """Rows or Snapshots -> printed tables. `name` titles each table (the query's name)."""
+
+    def __init__(self, name: str = "", num_rows: int = 20, truncate: bool = True,
+                 max_batch_size: int = 100_000) -> None:
+        super().__init__(f"console.{name or 'rows'}", max_batch_size=max_batch_size,
+                         retry=RetryPolicy(max_attempts=1))
         if num_rows < 1:
             raise ValueError("console sink: numRows must be at least 1")
-        self._fn = ConsoleWriteFn(name, num_rows, truncate)
+        self._title = name
+        self._num_rows = num_rows
+        self._truncate = truncate
 
-    def expand(self, pcoll):
-        return pcoll | "PrintBatches" >> beam.ParDo(self._fn)
+    def make_writer(self) -> ConsoleWriter:
+        return ConsoleWriter(self._title, self._num_rows, self._truncate)

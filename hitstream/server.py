@@ -1,0 +1,118 @@
+"""A tiny HTTP server for `hitstream sql`: read-only SQL over the memory tables of the job running in this process.
+
+Started by the memory sink in its worker (with LOOPBACK that is the process that launched the job), on
+127.0.0.1:<dashboard port> unless told otherwise. Endpoints, all GET, all JSON:
+
+* `/sql?q=<SELECT ...>[&limit=N]` -> `{"columns": [...], "rows": [[...]], "truncated": bool}`, or 400 with
+  `{"error": "..."}` (refused or failing SQL; see `transforms.sinks.memory` for the rules);
+* `/tables` -> `{"tables": [...]}`;
+* `/health` -> `{"ok": true}`.
+
+Other components (the dashboard) may serve more paths from the same server with `add_route`.
+"""
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import threading
+import urllib.parse
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Callable, Dict, Optional, Tuple
+
+_LOGGER = logging.getLogger(__name__)
+
+MAX_ROW_LIMIT = 10_000
+
+# path -> handler(query parameters) -> (HTTP status, JSON-able body)
+Route = Callable[[Dict[str, str]], Tuple[int, object]]
+_ROUTES: Dict[str, Route] = {}
+_SERVERS: Dict[Tuple[str, int], ThreadingHTTPServer] = {}
+_LOCK = threading.Lock()
+
+
+def add_route(path: str, handler: Route) -> None:
+    """Serve GET `path` with `handler(params) -> (status, body)` on every server of this process."""
+    _ROUTES[path] = handler
+
+
+def _sql(params: Dict[str, str]) -> Tuple[int, object]:
+    from transforms.sinks.memory import DEFAULT_ROW_LIMIT, SqlError, memory_sql_result
+    query = params.get("q", "")
+    try:
+        limit = min(MAX_ROW_LIMIT, max(1, int(params.get("limit", DEFAULT_ROW_LIMIT))))
+    except ValueError:
+        return 400, {"error": "limit must be an integer"}
+    try:
+        return 200, memory_sql_result(query, row_limit=limit).to_json()
+    except SqlError as error:
+        return 400, {"error": str(error)}
+
+
+def _tables(params: Dict[str, str]) -> Tuple[int, object]:
+    from transforms.sinks.memory import STORE
+    return 200, {"tables": STORE.tables()}
+
+
+add_route("/sql", _sql)
+add_route("/tables", _tables)
+add_route("/health", lambda params: (200, {"ok": True}))
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server_version = "hitstream"
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        url = urllib.parse.urlsplit(self.path)
+        handler = _ROUTES.get(url.path)
+        if handler is None:
+            self._reply(404, {"error": f"no such path {url.path}; try /sql?q=SELECT..."})
+            return
+        params = {k: v[-1] for k, v in urllib.parse.parse_qs(url.query, keep_blank_values=True).items()}
+        try:
+            status, body = handler(params)
+        except Exception as error:  # a bug in a handler must answer 500, not kill the server thread
+            _LOGGER.exception("server: %s failed", url.path)
+            status, body = 500, {"error": f"internal error: {type(error).__name__}"}
+        self._reply(status, body)
+
+    def _reply(self, status: int, body: object) -> None:
+        data = json.dumps(body, default=str).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format: str, *args) -> None:  # noqa: A002 (http.server's signature)
+        _LOGGER.debug("server: " + format, *args)
+
+
+def ensure_started(port: int, host: str = "127.0.0.1") -> Optional[ThreadingHTTPServer]:
+    """Serve on host:port in a daemon thread, once per process. Returns None (and warns) if the port is taken."""
+    with _LOCK:
+        server = _SERVERS.get((host, port))
+        if server is not None:
+            return server
+        try:
+            server = ThreadingHTTPServer((host, port), _Handler)
+        except OSError as error:
+            if error.errno != errno.EADDRINUSE:
+                raise
+            _LOGGER.warning("server: %s:%d is in use, so `hitstream sql` will not reach this job's memory tables; "
+                            "pass another --dashboard-port", host, port)
+            return None
+        server.daemon_threads = True
+        threading.Thread(target=server.serve_forever, name=f"hitstream-sql-{port}", daemon=True).start()
+        _SERVERS[(host, port)] = server
+        _LOGGER.info("server: SQL over memory tables on http://%s:%d/sql?q=...", host, server.server_port)
+        return server
+
+
+def stop(port: int, host: str = "127.0.0.1") -> None:
+    with _LOCK:
+        server = _SERVERS.pop((host, port), None)
+    if server is not None:
+        server.shutdown()
+        server.server_close()

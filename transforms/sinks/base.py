@@ -1,0 +1,243 @@
+"""The base every sink stands on: batching, retry with backoff, metrics and idempotency keys (STYLE 6).
+
+A sink is two small classes:
+
+* a `SinkWriter`, which knows one system. It gets whole batches: `write_rows(rows, batch_id)` in update and append
+  modes (rows already de-duplicated by idempotency key), `write_snapshot(snapshot)` in complete mode (the sink must
+  end up holding exactly `snapshot.rows`), and `finish_bundle()` for whatever must be durable before a bundle may
+  end (a Kafka flush). It names its transient errors in `TRANSIENT_ERRORS` or `is_transient()`.
+* a `Sink` PTransform that validates its configuration in `__init__` and returns the writer from `make_writer()`.
+
+`SinkWriteFn` does the rest, for every sink alike:
+
+* **Batching.** Rows are buffered per bundle and handed over at `max_batch_size` rows and at the end of the bundle.
+  Nothing outlives a bundle: the Kafka source commits offsets only after the runner has finished the bundles that
+  hold its records, so a sink that kept rows past `finish_bundle` could lose them.
+* **Idempotency keys.** `idempotency_key(row)` is what makes a row the same row across retries and replays: the
+  Kafka coordinates `(topic, partition, offset)` for records and hits, and everything but `count` for aggregation
+  rows (`(zipcode,)`, `(window_start, window_end, zipcode)`). Within a batch a key keeps one row, the one with the
+  highest count (accumulating totals only grow), so a writer sees each key once and upserts by it.
+* **Retry.** A transient error retries the same call with exponential backoff and jitter (`RetryPolicy`); anything
+  else, or a transient error that outlasts the policy, fails the bundle, and the runner retries the bundle. Writers
+  are idempotent by key, so a retried batch does not duplicate.
+* **Metrics**, in namespace `hitstream`, named per sink: `<sink>.rows_written`, `<sink>.write_errors` (failed
+  attempts) and `<sink>.retries`, where `<sink>` is the sink's name, e.g. `jdbc.zip_test` or `parquet.hits`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import random
+import time
+from typing import Callable, Dict, Hashable, Iterator, List, Optional, Sequence, Tuple, Type
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+
+from transforms.rows import Snapshot
+
+_LOGGER = logging.getLogger(__name__)
+
+METRICS_NAMESPACE = "hitstream"
+DEFAULT_MAX_BATCH_SIZE = 10_000
+
+_KAFKA_COORDINATES = ("topic", "partition", "offset")
+
+
+def idempotency_key(row: tuple) -> Tuple[Hashable, ...]:
+    """The identity of a row across retries and replays (see the module docstring)."""
+    fields = getattr(row, "_fields", ())
+    if all(name in fields for name in _KAFKA_COORDINATES):
+        return (row.topic, row.partition, row.offset)
+    if fields and fields[-1] == "count":
+        return tuple(row[:-1])
+    return tuple(row)
+
+
+def key_columns_of(row: tuple) -> Tuple[str, ...]:
+    """The field names that `idempotency_key` takes from rows of this type."""
+    fields = tuple(row._fields)
+    if all(name in fields for name in _KAFKA_COORDINATES):
+        return _KAFKA_COORDINATES
+    if fields and fields[-1] == "count":
+        return fields[:-1]
+    return fields
+
+
+def _newer(row: tuple, seen: tuple) -> bool:
+    """Whether `row` should replace `seen` for the same key: the higher count wins; otherwise the first stays."""
+    fields = getattr(row, "_fields", ())
+    return bool(fields) and fields[-1] == "count" and row[-1] > seen[-1]
+
+
+def dedupe(rows: Sequence[tuple]) -> List[tuple]:
+    """One row per idempotency key, in first-seen order; a higher count replaces a lower one."""
+    kept: Dict[Hashable, tuple] = {}
+    for row in rows:
+        key = idempotency_key(row)
+        seen = kept.get(key)
+        if seen is None or _newer(row, seen):
+            kept[key] = row
+    return list(kept.values())
+
+
+@dataclasses.dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff: `initial_backoff * multiplier ** (attempt - 1)`, capped, with +/- `jitter` spread."""
+    max_attempts: int = 6
+    initial_backoff: float = 0.2
+    max_backoff: float = 10.0
+    multiplier: float = 2.0
+    jitter: float = 0.2
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ValueError("RetryPolicy.max_attempts must be at least 1")
+        if self.initial_backoff < 0 or self.max_backoff < 0 or self.multiplier < 1 or not 0 <= self.jitter < 1:
+            raise ValueError(f"invalid RetryPolicy {self}")
+
+    def backoff(self, attempt: int) -> float:
+        """Seconds to wait after failed attempt number `attempt` (1-based)."""
+        delay = min(self.max_backoff, self.initial_backoff * self.multiplier ** (attempt - 1))
+        return delay * (1 + random.uniform(-self.jitter, self.jitter))
+
+
+def call_with_retry(fn: Callable[[], object], *, policy: RetryPolicy, is_transient: Callable[[BaseException], bool],
+                    on_error: Callable[[int, BaseException, bool], None] = lambda attempt, error, retry: None,
+                    sleep: Callable[[float], None] = time.sleep) -> object:
+    """Call `fn` until it succeeds; retry transient errors up to `policy.max_attempts`, re-raise anything else.
+
+    `on_error(attempt, error, will_retry)` is told about every failed attempt.
+    """
+    attempt = 1
+    while True:
+        try:
+            return fn()
+        except Exception as error:  # classified below: transient ones retried, the rest re-raised
+            will_retry = attempt < policy.max_attempts and is_transient(error)
+            on_error(attempt, error, will_retry)
+            if not will_retry:
+                raise
+            sleep(policy.backoff(attempt))
+            attempt += 1
+
+
+class SinkWriter:
+    """One system's writes. Created on the launcher, pickled to workers; open connections in `setup()`."""
+
+    #: Exceptions worth retrying: the same call may succeed later (connection lost, deadlock, broker away).
+    TRANSIENT_ERRORS: Tuple[Type[BaseException], ...] = ()
+
+    def setup(self) -> None:
+        """Open clients. Called once per worker DoFn instance."""
+
+    def write_rows(self, rows: List[tuple], batch_id: int) -> None:
+        """Update/append: write `rows` (one per idempotency key). Must be idempotent: it may be called again."""
+        raise NotImplementedError
+
+    def write_snapshot(self, snapshot: Snapshot) -> None:
+        """Complete: afterwards the sink holds exactly `snapshot.rows`. Must be idempotent."""
+        raise NotImplementedError
+
+    def finish_bundle(self) -> None:
+        """Make everything written in this bundle durable (e.g. flush a producer); raise if it is not."""
+
+    def teardown(self) -> None:
+        """Close clients."""
+
+    def is_transient(self, error: BaseException) -> bool:
+        return isinstance(error, self.TRANSIENT_ERRORS)
+
+    def on_retry(self, error: BaseException) -> None:
+        """Called before a transient failure is retried, e.g. to drop a broken connection."""
+
+
+class SinkWriteFn(beam.DoFn):
+    """Drives a SinkWriter: batches per bundle, de-duplicates by key, retries, counts. See the module docstring."""
+
+    def __init__(self, writer: SinkWriter, name: str, max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
+                 retry: RetryPolicy = RetryPolicy()) -> None:
+        if max_batch_size < 1:
+            raise ValueError(f"sink {name}: max_batch_size must be at least 1")
+        self._writer = writer
+        self._name = name
+        self._max_batch_size = max_batch_size
+        self._retry = retry
+        self._rows_written = Metrics.counter(METRICS_NAMESPACE, f"{name}.rows_written")
+        self._write_errors = Metrics.counter(METRICS_NAMESPACE, f"{name}.write_errors")
+        self._retries = Metrics.counter(METRICS_NAMESPACE, f"{name}.retries")
+        self._pending: Dict[Hashable, tuple] = {}
+        self._next_batch_id = 0
+
+    def setup(self) -> None:
+        self._writer.setup()
+
+    def start_bundle(self) -> None:
+        self._pending = {}
+
+    def process(self, element: object) -> Iterator[None]:
+        if isinstance(element, Snapshot):
+            self._flush()  # keep arrival order between rows and snapshots
+            self._call(lambda: self._writer.write_snapshot(element), "write_snapshot")
+            self._rows_written.inc(len(element.rows))
+            return iter(())
+        key = idempotency_key(element)
+        seen = self._pending.get(key)
+        if seen is None or _newer(element, seen):
+            self._pending[key] = element
+        if len(self._pending) >= self._max_batch_size:
+            self._flush()
+        return iter(())
+
+    def finish_bundle(self) -> None:
+        self._flush()
+        self._call(self._writer.finish_bundle, "finish_bundle")
+
+    def teardown(self) -> None:
+        self._writer.teardown()
+
+    def _flush(self) -> None:
+        if not self._pending:
+            return
+        rows = list(self._pending.values())
+        batch_id = self._next_batch_id
+        self._call(lambda: self._writer.write_rows(rows, batch_id), "write_rows")
+        self._next_batch_id += 1
+        self._pending = {}
+        self._rows_written.inc(len(rows))
+
+    def _call(self, fn: Callable[[], object], what: str) -> None:
+        def on_error(attempt: int, error: BaseException, will_retry: bool) -> None:
+            self._write_errors.inc()
+            if will_retry:
+                self._retries.inc()
+                _LOGGER.warning("sink %s: %s failed (attempt %d), retrying: %s", self._name, what, attempt, error)
+                self._writer.on_retry(error)
+            else:
+                _LOGGER.error("sink %s: %s failed (attempt %d), failing the bundle: %s",
+                              self._name, what, attempt, error)
+
+        call_with_retry(fn, policy=self._retry, is_transient=self._writer.is_transient, on_error=on_error)
+
+
+class Sink(beam.PTransform):
+    """Base of every sink PTransform: rows (update/append) or Snapshots (complete) in, nothing out.
+
+    Subclasses validate their configuration in `__init__` and implement `make_writer()`; `name` names the metrics.
+    """
+
+    def __init__(self, name: str, max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
+                 retry: Optional[RetryPolicy] = None, label: Optional[str] = None) -> None:
+        super().__init__(label)
+        if max_batch_size < 1:
+            raise ValueError(f"sink {name}: max_batch_size must be at least 1")
+        self.sink_name = name
+        self.max_batch_size = max_batch_size
+        self.retry = retry or RetryPolicy()
+
+    def make_writer(self) -> SinkWriter:
+        raise NotImplementedError
+
+    def expand(self, pcoll: beam.PCollection) -> beam.PCollection:
+        return pcoll | "WriteBatches" >> beam.ParDo(
+            SinkWriteFn(self.make_writer(), self.sink_name, self.max_batch_size, self.retry))

@@ -1,0 +1,410 @@
+"""The memory sink: Spark's `format("memory").queryName(name)`, a named in-process table you can query with SQL.
+
+The table holds the query's current result under the output-mode rules:
+
+* update: rows are upserted by their key (zipcode; window and zipcode; ...);
+* complete: each Snapshot replaces the whole table, in one transaction;
+* append: rows are inserted, once per key (a replayed Kafka record or window does not appear twice).
+
+Tables live in one DuckDB database per process (`STORE`), written only by the sink. Users read them with SQL:
+
+* in-process: `memory_sql("SELECT * FROM zip_window_counts ORDER BY count DESC")` -> list of tuples;
+* against a running job: `hitstream sql "<query>"` (or `query_remote(query, port)`), which calls the tiny HTTP
+  server in `hitstream/server.py` that the sink starts in the worker process on 127.0.0.1:<dashboard port>.
+
+User SQL is read-only, three ways over: it must be a single SELECT (DuckDB's own parser says so); it runs in a
+throw-away DuckDB connection holding copies of the tables it names, so even a statement that slipped through could
+change nothing; and that connection has `enable_external_access=false` (no files, no COPY, no ATTACH, no
+extensions) with its configuration locked. Results are capped at `row_limit` rows and queries at `timeout` seconds.
+
+The sink needs the job's workers in this process (Prism or the DirectRunner, LOOPBACK). `check_local_runner()`
+refuses Dataflow, a Flink or Spark cluster, or any non-LOOPBACK environment before the job is submitted, as Spark
+would refuse a memory sink on a cluster it cannot collect to.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import logging
+import re
+import threading
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import duckdb
+import pyarrow as pa
+
+from transforms.rows import Snapshot
+from transforms.sinks.base import RetryPolicy, Sink, SinkWriter, dedupe, key_columns_of
+from transforms.sinks.tables import schema_of, to_arrow
+
+_LOGGER = logging.getLogger(__name__)
+
+DEFAULT_ROW_LIMIT = 1000
+DEFAULT_TIMEOUT = 30.0
+MAX_QUERY_CHARS = 20_000
+
+_TABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+# DuckDB settings of every connection here: no file system, no Python-variable scans, UTC.
+_SAFE_CONFIG = {"enable_external_access": False, "python_enable_replacements": False, "autoinstall_known_extensions":
+                False, "autoload_known_extensions": False}
+_RUNNER_NAMES_LOCAL = {"prismrunner", "directrunner", "switchingdirectrunner", "bundlebaseddirectrunner",
+                       "fnapirunner", "interactiverunner", "testdirectrunner"}
+
+
+class SqlError(ValueError):
+    """A user query that was refused or failed. The message says why."""
+
+
+class RemoteSqlError(SystemExit):
+    """`hitstream sql` could not get an answer. A SystemExit so the CLI prints the message, not a traceback."""
+
+
+class RemoteRunnerError(ValueError):
+    """The memory sink was chosen for a job whose workers do not run in this process."""
+
+
+@dataclasses.dataclass(frozen=True)
+class SqlResult:
+    columns: Tuple[str, ...]
+    rows: List[tuple]
+    truncated: bool = False
+
+    def to_json(self) -> Dict[str, Any]:
+        return {"columns": list(self.columns), "rows": [[_json_value(v) for v in row] for row in self.rows],
+                "truncated": self.truncated}
+
+    @classmethod
+    def from_json(cls, data: Dict[str, Any]) -> "SqlResult":
+        return cls(tuple(data["columns"]), [tuple(row) for row in data["rows"]], bool(data.get("truncated")))
+
+    def __str__(self) -> str:
+        from rich.console import Console
+        from rich.table import Table
+        table = Table()
+        for name in self.columns:
+            table.add_column(name)
+        for row in self.rows:
+            table.add_row(*("null" if v is None else str(v) for v in row))
+        if self.truncated:
+            table.caption = f"only the first {len(self.rows)} rows"
+        console = Console(width=160, force_terminal=False)
+        with console.capture() as captured:
+            console.print(table)
+        return captured.get().rstrip("\n")
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, (datetime.datetime, datetime.date, datetime.time)):
+        return value.isoformat()
+    if isinstance(value, (bytes, bytearray)):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, (int, float, str, bool)) or value is None:
+        return value
+    return str(value)
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _duckdb_type(arrow_type: pa.DataType) -> str:
+    if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type):
+        return "VARCHAR"
+    if pa.types.is_int32(arrow_type):
+        return "INTEGER"
+    if pa.types.is_integer(arrow_type):
+        return "BIGINT"
+    if pa.types.is_boolean(arrow_type):
+        return "BOOLEAN"
+    if pa.types.is_timestamp(arrow_type):
+        return "TIMESTAMPTZ" if arrow_type.tz else "TIMESTAMP"
+    if pa.types.is_binary(arrow_type) or pa.types.is_large_binary(arrow_type):
+        return "BLOB"
+    if pa.types.is_floating(arrow_type):
+        return "DOUBLE"
+    raise TypeError(f"memory sink: no DuckDB column type for {arrow_type}")
+
+
+def _connect() -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect(":memory:", config=dict(_SAFE_CONFIG))
+    con.execute("SET TimeZone = 'UTC'")
+    return con
+
+
+@dataclasses.dataclass
+class _TableInfo:
+    columns: Tuple[str, ...]
+    key_columns: Tuple[str, ...]
+    schema: pa.Schema
+
+
+class MemoryStore:
+    """The process's memory tables, in one DuckDB database that only the sink writes."""
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._con = _connect()
+        self._tables: Dict[str, _TableInfo] = {}
+
+    # -- writes (the sink) ---------------------------------------------------------------------------------------
+
+    def _ensure_table(self, name: str, sample: tuple) -> _TableInfo:
+        info = self._tables.get(name)
+        if info is not None:
+            return info
+        schema = schema_of(type(sample), sample)
+        key_columns = key_columns_of(sample)
+        columns = ", ".join(f"{_quote(f.name)} {_duckdb_type(f.type)}" for f in schema)
+        self._con.execute(f"CREATE TABLE {_quote(name)} ({columns})")
+        info = _TableInfo(tuple(schema.names), key_columns, schema)
+        self._tables[name] = info
+        return info
+
+    def upsert(self, name: str, rows: Sequence[tuple]) -> None:
+        """Insert rows, replacing any row with the same key (null keys match, as in GROUP BY)."""
+        rows = dedupe(rows)
+        if not rows:
+            return
+        with self._lock:
+            info = self._ensure_table(name, rows[0])
+            batch = to_arrow(rows, info.schema)
+            match = " AND ".join(f"t.{_quote(c)} IS NOT DISTINCT FROM b.{_quote(c)}" for c in info.key_columns)
+            self._con.register("_batch", batch)
+            try:
+                self._con.execute("BEGIN TRANSACTION")
+                self._con.execute(f"DELETE FROM {_quote(name)} t USING _batch b WHERE {match}")
+                self._con.execute(f"INSERT INTO {_quote(name)} SELECT * FROM _batch")
+                self._con.execute("COMMIT")
+            except Exception:
+                self._con.execute("ROLLBACK")
+                raise
+            finally:
+                self._con.unregister("_batch")
+
+    def insert_new(self, name: str, rows: Sequence[tuple]) -> None:
+        """Append mode: insert rows whose key is not in the table yet (a replay adds nothing)."""
+        rows = dedupe(rows)
+        if not rows:
+            return
+        with self._lock:
+            info = self._ensure_table(name, rows[0])
+            batch = to_arrow(rows, info.schema)
+            match = " AND ".join(f"t.{_quote(c)} IS NOT DISTINCT FROM b.{_quote(c)}" for c in info.key_columns)
+            self._con.register("_batch", batch)
+            try:
+                self._con.execute(
+                    f"INSERT INTO {_quote(name)} SELECT * FROM _batch b "
+                    f"WHERE NOT EXISTS (SELECT 1 FROM {_quote(name)} t WHERE {match})")
+            finally:
+                self._con.unregister("_batch")
+
+    def replace(self, name: str, rows: Sequence[tuple]) -> None:
+        """Complete mode: the table becomes exactly `rows`, atomically for readers."""
+        with self._lock:
+            if not rows:
+                if name in self._tables:
+                    self._con.execute(f"DELETE FROM {_quote(name)}")
+                return
+            info = self._ensure_table(name, rows[0])
+            batch = to_arrow(list(rows), info.schema)
+            self._con.register("_batch", batch)
+            try:
+                self._con.execute("BEGIN TRANSACTION")
+                self._con.execute(f"DELETE FROM {_quote(name)}")
+                self._con.execute(f"INSERT INTO {_quote(name)} SELECT * FROM _batch")
+                self._con.execute("COMMIT")
+            except Exception:
+                self._con.execute("ROLLBACK")
+                raise
+            finally:
+                self._con.unregister("_batch")
+
+    def drop(self, name: str) -> None:
+        with self._lock:
+            if self._tables.pop(name, None) is not None:
+                self._con.execute(f"DROP TABLE {_quote(name)}")
+
+    def tables(self) -> List[str]:
+        with self._lock:
+            return sorted(self._tables)
+
+    # -- reads (users) -------------------------------------------------------------------------------------------
+
+    def query(self, sql: str, row_limit: int = DEFAULT_ROW_LIMIT, timeout: float = DEFAULT_TIMEOUT) -> SqlResult:
+        """Run one read-only SELECT over copies of the memory tables it names. Raises SqlError."""
+        statement = check_read_only(sql)
+        with self._lock:
+            names = _referenced_tables(statement, set(self._tables)) or set(self._tables)
+            copies = {name: self._con.sql(f"SELECT * FROM {_quote(name)}").to_arrow_table()
+                      for name in names}
+        con = _connect()
+        try:
+            for name, table in copies.items():
+                con.register(name, table)
+            con.execute("SET lock_configuration = true")
+            timer = threading.Timer(timeout, con.interrupt)
+            timer.daemon = True
+            timer.start()
+            try:
+                cursor = con.execute(statement)
+                columns = tuple(d[0] for d in cursor.description or ())
+                rows = cursor.fetchmany(row_limit + 1)
+            except duckdb.Error as error:
+                if not timer.is_alive():
+                    raise SqlError(f"query cancelled after {timeout:g}s") from None
+                raise SqlError(str(error).splitlines()[0]) from None
+            finally:
+                timer.cancel()
+        finally:
+            con.close()
+        return SqlResult(columns, rows[:row_limit], truncated=len(rows) > row_limit)
+
+
+def check_read_only(sql: str) -> str:
+    """The single SELECT in `sql`, or SqlError. DuckDB's parser decides what a statement is."""
+    if not isinstance(sql, str) or not sql.strip():
+        raise SqlError("empty query")
+    if len(sql) > MAX_QUERY_CHARS:
+        raise SqlError(f"query longer than {MAX_QUERY_CHARS} characters")
+    try:
+        statements = duckdb.extract_statements(sql)
+    except duckdb.Error as error:
+        raise SqlError(str(error).splitlines()[0]) from None
+    if len(statements) != 1:
+        raise SqlError(f"one statement per query, got {len(statements)}")
+    statement = statements[0]
+    if statement.type != duckdb.StatementType.SELECT:
+        raise SqlError(f"only SELECT is allowed on memory tables (read-only), got {statement.type.name}")
+    return statement.query
+
+
+def _referenced_tables(sql: str, known: set) -> set:
+    try:
+        names = duckdb.get_table_names(sql, qualified=False)
+    except (duckdb.Error, TypeError):
+        try:
+            names = duckdb.get_table_names(sql)
+        except duckdb.Error:
+            return set()
+    return {name for name in names if name in known}
+
+
+STORE = MemoryStore()
+
+
+def memory_sql(query: str, row_limit: int = DEFAULT_ROW_LIMIT) -> List[tuple]:
+    """Rows of a read-only SELECT over this process's memory tables (e.g. while a LOOPBACK job runs)."""
+    return STORE.query(query, row_limit).rows
+
+
+def memory_sql_result(query: str, row_limit: int = DEFAULT_ROW_LIMIT, timeout: float = DEFAULT_TIMEOUT
+                      ) -> SqlResult:
+    """As `memory_sql`, with column names and whether the row limit cut the result (for the dashboard)."""
+    return STORE.query(query, row_limit, timeout)
+
+
+def query_remote(query: str, port: int = 4040, host: str = "127.0.0.1", timeout: float = DEFAULT_TIMEOUT + 5,
+                 row_limit: int = DEFAULT_ROW_LIMIT) -> SqlResult:
+    """Ask a running job's SQL server (`GET /sql?q=...`); print the result for a table."""
+    url = f"http://{host}:{port}/sql?" + urllib.parse.urlencode({"q": query, "limit": row_limit})
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return SqlResult.from_json(json.loads(response.read()))
+    except urllib.error.HTTPError as error:
+        try:
+            message = json.loads(error.read()).get("error", str(error))
+        except ValueError:
+            message = str(error)
+        raise RemoteSqlError(f"hitstream sql: {message}") from None
+    except (urllib.error.URLError, OSError) as error:
+        raise RemoteSqlError(
+            f"hitstream sql: no job answers on {host}:{port} ({getattr(error, 'reason', error)}). Start one with a "
+            f"memory sink, e.g. `hitstream run --sink zip_window_counts=memory:complete`, and pass its "
+            f"--dashboard-port as --port.") from None
+
+
+# -- the sink ---------------------------------------------------------------------------------------------------
+
+
+def check_local_runner(options) -> None:
+    """Refuse the memory sink unless the job's workers run in this process. Call before submitting.
+
+    `options` is a PipelineOptions. Allowed: Prism and the DirectRunner, and Flink/Spark with a local master, all
+    with the LOOPBACK environment (or the in-process default).
+    """
+    from apache_beam.options.pipeline_options import PortableOptions, StandardOptions
+    runner = options.view_as(StandardOptions).runner
+    runner_name = (runner if isinstance(runner, str) else type(runner).__name__ if runner else "DirectRunner")
+    name = runner_name.lower().rsplit(".", 1)[-1]
+    name = name if name.endswith("runner") else name + "runner"
+    environment = (options.view_as(PortableOptions).environment_type or "").upper()
+    fix = ("The memory sink keeps its table in the worker's memory, which must be this process: use "
+           "--runner prism (or direct), or pick another sink (jdbc, parquet, kafka) for a cluster.")
+    if name == "dataflowrunner":
+        raise RemoteRunnerError(f"the memory sink cannot run on Dataflow: its workers are remote machines. {fix}")
+    all_options = options.get_all_options(drop_default=False, retain_unknown_options=True)
+    if name == "flinkrunner":
+        master = str(all_options.get("flink_master") or "[auto]")
+        if master not in ("[local]", "[auto]"):
+            raise RemoteRunnerError(
+                f"the memory sink cannot run on the Flink cluster at {master}: only --flink_master=[local] runs "
+                f"the workers in this process. {fix}")
+    elif name == "sparkrunner":
+        master = str(all_options.get("spark_master_url") or "local[4]")
+        if not master.startswith("local"):
+            raise RemoteRunnerError(
+                f"the memory sink cannot run on the Spark cluster at {master}: only a local[N] master runs the "
+                f"workers in this process. {fix}")
+    elif name not in _RUNNER_NAMES_LOCAL and name != "portablerunner":
+        raise RemoteRunnerError(f"the memory sink is not supported on {runner_name}. {fix}")
+    if environment and environment != "LOOPBACK":
+        raise RemoteRunnerError(
+            f"the memory sink needs --environment_type=LOOPBACK (workers in this process), got {environment}. "
+            f"{fix}")
+
+
+class MemoryWriter(SinkWriter):
+    def __init__(self, table: str, append: bool, sql_port: Optional[int], sql_host: str) -> None:
+        self._table = table
+        self._append = append
+        self._sql_port = sql_port
+        self._sql_host = sql_host
+
+    def setup(self) -> None:
+        if self._sql_port:
+            from hitstream import server
+            server.ensure_started(self._sql_port, self._sql_host)
+
+    def write_rows(self, rows: List[tuple], batch_id: int) -> None:
+        if self._append:
+            STORE.insert_new(self._table, rows)
+        else:
+            STORE.upsert(self._table, rows)
+
+    def write_snapshot(self, snapshot: Snapshot) -> None:
+        STORE.replace(self._table, snapshot.rows)
+
+
+class WriteToMemory(Sink):
+    """Rows or Snapshots -> the in-process table `table` (Spark's queryName), queryable with `memory_sql`.
+
+    `append=True` inserts each key once (append mode); otherwise rows are upserted (update mode). Snapshots
+    (complete mode) replace the table. `sql_port` starts `hitstream sql`'s server on `sql_host`; None = none.
+    """
+
+    def __init__(self, table: str, append: bool = False, sql_port: Optional[int] = None,
+                 sql_host: str = "127.0.0.1", max_batch_size: int = 10_000) -> None:
+        super().__init__(f"memory.{table}", max_batch_size=max_batch_size, retry=RetryPolicy(max_attempts=1))
+        if not _TABLE_NAME.match(table or ""):
+            raise ValueError(f"memory sink: table name {table!r} must match {_TABLE_NAME.pattern}")
+        self._table = table
+        self._append = append
+        self._sql_port = sql_port
+        self._sql_host = sql_host
+
+    def make_writer(self) -> MemoryWriter:
+        return MemoryWriter(self._table, self._append, self._sql_port, self._sql_host)
