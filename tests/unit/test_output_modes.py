@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime
 
-import apache_beam as beam
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.test_pipeline import TestPipeline
