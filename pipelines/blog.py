@@ -61,6 +61,14 @@ def kafka_source_config(options: HitstreamOptions, settings: Settings) -> KafkaS
         trigger_interval_seconds=settings.trigger.interval or 1.0)
 
 
+def _kafka_reader(hs: HitstreamOptions, settings: Settings) -> beam.PTransform:
+    config = kafka_source_config(hs, settings)
+    if hs.kafka_io == "java":
+        from transforms.kafka_java import ReadFromKafkaJava
+        return ReadFromKafkaJava(config)
+    return ReadFromKafka(config)
+
+
 def _query(name: str, mode: OutputMode, settings: Settings) -> beam.PTransform:
     output = OutputConfig(mode=mode, trigger=settings.trigger, watermark_delay=settings.watermark_delay)
     if name == "zip_counts":
@@ -83,7 +91,7 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions, records: Optional
     hs = options.view_as(HitstreamOptions)
     settings = Settings.from_options(hs)
     if records is None:
-        records = p | "ReadKafka" >> ReadFromKafka(kafka_source_config(hs, settings))
+        records = p | "ReadKafka" >> _kafka_reader(hs, settings)
     parsed = records | "Parse" >> ParseHits()
     outputs = {"hits": parsed.good, "dead_letter": parsed.dead_letter}
     for choice in settings.sinks:
@@ -131,12 +139,16 @@ def run(argv=None) -> int:
         parser.print_help()
         return 0
     runner, beam_argv = _split_runner(argv)
-    hs = PipelineOptions(beam_argv).view_as(HitstreamOptions)
-    settings = Settings.from_options(hs)
-    preflight(hs, settings)
-    options = PipelineOptions(beam_argv + runners.pipeline_args(runner, streaming=settings.streaming))
-    pipeline = beam.Pipeline(options=options)
-    build_pipeline(pipeline, options)
+    try:
+        hs = PipelineOptions(beam_argv).view_as(HitstreamOptions)
+        settings = Settings.from_options(hs)
+        preflight(hs, settings)
+        options = PipelineOptions(beam_argv + runners.pipeline_args(runner, streaming=settings.streaming))
+        pipeline = beam.Pipeline(options=options)
+        build_pipeline(pipeline, options)
+    except (ValueError, RuntimeError) as error:  # bad options, a missing runner or jar: say what to change
+        print(f"hitstream run: {error}", file=sys.stderr)
+        return 2
     result = pipeline.run()
     if not settings.streaming:
         state = result.wait_until_finish()

@@ -59,6 +59,9 @@ class HitstreamOptions(PipelineOptions):
         # Source
         add("--source", dest="source", default="kafka", choices=("kafka", "socket", "directory"),
             help="where hits come from (default: kafka)")
+        add("--kafka-io", dest="kafka_io", default="native", choices=("native", "java"),
+            help="Kafka reader: hitstream's Python source, or Beam's Java KafkaIO through the io expansion-service "
+                 "jar (default: native)")
         add("--bootstrap-servers", dest="bootstrap_servers", default="127.0.0.1:9092",
             help="Kafka bootstrap servers (default: 127.0.0.1:9092)")
         add("--topic", dest="topic", default="hits", help="topic(s) to subscribe to, comma-separated (default: hits)")
