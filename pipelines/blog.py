@@ -61,7 +61,15 @@ def kafka_source_config(options: HitstreamOptions, settings: Settings) -> KafkaS
         trigger_interval_seconds=settings.trigger.interval or 1.0)
 
 
-def _kafka_reader(hs: HitstreamOptions, settings: Settings) -> beam.PTransform:
+def _reader(hs: HitstreamOptions, settings: Settings) -> beam.PTransform:
+    """The source: Kafka (native or Java), or the blog's other streams, a socket or a directory."""
+    event_time = hs.timestamp_policy == "event-time"
+    if hs.source == "socket":
+        from transforms.socket_source import ReadFromSocket
+        return ReadFromSocket(hs.source_path or "", event_time, settings.watermark_delay)
+    if hs.source == "directory":
+        from transforms.directory_source import ReadFromDirectory
+        return ReadFromDirectory(hs.source_path or "", bounded=not settings.streaming, event_time=event_time)
     config = kafka_source_config(hs, settings)
     if hs.kafka_io == "java":
         from transforms.kafka_java import ReadFromKafkaJava
@@ -91,7 +99,7 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions, records: Optional
     hs = options.view_as(HitstreamOptions)
     settings = Settings.from_options(hs)
     if records is None:
-        records = p | "ReadKafka" >> _kafka_reader(hs, settings)
+        records = p | "Read" >> _reader(hs, settings)
     parsed = records | "Parse" >> ParseHits()
     outputs = {"hits": parsed.good, "dead_letter": parsed.dead_letter}
     for choice in settings.sinks:

@@ -167,7 +167,8 @@ class Settings:
     def validate(self) -> None:
         from transforms.output_modes import OutputConfig
         for choice in self.sinks:
-            OutputConfig(mode=choice.mode, trigger=self.trigger).validate(QUERIES[choice.query], choice.query)
+            OutputConfig(mode=choice.mode, trigger=self.trigger, watermark_delay=self.watermark_delay).validate(
+                QUERIES[choice.query], choice.query)
         if self.window_period <= 0 or self.window_size <= 0:
             raise ValueError("--window-size and --window-period must be positive")
 
