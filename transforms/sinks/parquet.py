@@ -1,0 +1,514 @@
+"""The Parquet file sink: the blog's `partitionBy("zipcode", "day")` files, each Kafka record exactly once.
+
+Layout (Hive, as Spark writes it), under a base path:
+
+    <base>/zipcode=94107/day=2026-11-23/part-<txn>-00000.parquet
+
+The partition columns (default `zipcode,day`, configurable) are taken out of the data files, as Spark does, and are
+read back from the directory names: a new partition is a new directory, visible to `pyarrow.dataset`, to DuckDB's
+`read_parquet('<base>/**/*.parquet', hive_partitioning = true)` and to Spark with no ADD PARTITION step (the blog's
+caveat). Values are percent-encoded in directory names, and a null is `__HIVE_DEFAULT_PARTITION__`. pyarrow infers
+digit-only zipcodes as integers (dropping leading zeros) unless told otherwise; `dataset()` here reads them as strings.
+Rows without a `day` field get it from `window_start` (WindowCount) or `kafka_timestamp` (DeadLetter).
+
+Only append mode, as Spark's file sink: a file cannot take back a row. Update and complete are refused when the
+pipeline is built.
+
+**Exactly once per Kafka record (topic, partition, offset)**, across retries, replays, kills and restarts, with a
+commit log (JSON lines, fsynced) in the checkpoint dir (`<checkpoint>/sinks/parquet-<name>/`, or
+`<base>/_hitstream_commits/` without one), and an flock so that every writer of the same base path takes turns:
+
+1. Under the lock, catch up with the log, and drop the batch's rows whose offset is already committed for its
+   (topic, partition). The log keeps, per (topic, partition), the committed offsets as ranges: a single range for a
+   partition read in order, and exact even when a runner splits a partition's reads and delivers them out of order
+   (a plain "highest offset written" would then skip records that were never written). Gaps (offsets that were
+   dead letters, not hits) more than `dedupe_horizon` offsets behind the newest committed one are closed, to keep
+   the log small: a record is never replayed that far behind its partition's committed position.
+2. Write one file per partition directory to `<base>/_temporary/<txn>-N.parquet.tmp`, fsync it and the folder.
+   No reader looks there (`_` folders and `.tmp` names are skipped by pyarrow, DuckDB's `*.parquet` and Spark).
+3. Append the transaction (its files, and the offset ranges it covers) to the log and fsync: the commit point.
+4. Rename each file into its partition directory. A rename is atomic: a reader sees a whole file or none.
+
+After a kill, the next writer (at setup) rolls committed transactions forward (renames their remaining temp files)
+and deletes temp files of transactions that never reached the log; the replayed records of those are written again,
+and records that did reach the log are skipped. A torn last log line is an uncommitted transaction. The log is
+compacted to one line of ranges every `compact_every` transactions.
+
+Rows without Kafka coordinates (WindowCount in append mode) are made exactly-once by their idempotency key
+(window and zipcode), kept in the log the same way.
+
+The commit protocol needs one POSIX file system shared by every writer (rename, flock), such as a local disk with
+Prism, the DirectRunner or a local Flink/Spark. Object stores (gs://, s3://) are not supported by this build.
+"""
+from __future__ import annotations
+
+import bisect
+import contextlib
+import datetime
+import fcntl
+import hashlib
+import logging
+import os
+import re
+import threading
+import time
+import urllib.parse
+import uuid
+from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Type
+
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from transforms.rows import DeadLetter, Hit, Snapshot, WindowCount
+from transforms.sinks.base import RetryPolicy, Sink, SinkWriter, idempotency_key
+from transforms.sinks.tables import schema_of, to_arrow, utc_day
+
+_LOGGER = logging.getLogger(__name__)
+
+HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
+TEMP_DIR = "_temporary"
+DEFAULT_COMMIT_DIR = "_hitstream_commits"
+LOG_NAME = "commits.log"
+LOCK_NAME = "lock"
+DEFAULT_PARTITION_BY = ("zipcode", "day")
+DEFAULT_DEDUPE_HORIZON = 10_000_000
+DEFAULT_COMPACT_EVERY = 500
+_COLUMN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+# -- offset ranges ----------------------------------------------------------------------------------------------
+
+
+class OffsetRanges:
+    """A set of offsets as sorted, disjoint, inclusive [lo, hi] ranges; adjacent ranges merge."""
+
+    def __init__(self, runs: Iterable[Sequence[int]] = ()) -> None:
+        self._lo: List[int] = []
+        self._hi: List[int] = []
+        for lo, hi in runs:
+            self.add(lo, hi)
+
+    def __contains__(self, offset: int) -> bool:
+        i = bisect.bisect_right(self._lo, offset) - 1
+        return i >= 0 and self._hi[i] >= offset
+
+    def __len__(self) -> int:
+        return len(self._lo)
+
+    def add(self, lo: int, hi: int) -> None:
+        i = bisect.bisect_left(self._hi, lo - 1)  # first range that ends at or after lo - 1
+        j = bisect.bisect_right(self._lo, hi + 1)  # ranges before j start at or before hi + 1
+        if i < j:
+            lo, hi = min(lo, self._lo[i]), max(hi, self._hi[j - 1])
+        self._lo[i:j] = [lo]
+        self._hi[i:j] = [hi]
+
+    def close_gaps_below(self, cutoff: int) -> None:
+        """Merge every range that starts at or below `cutoff` into one: the gaps between them count as done."""
+        j = bisect.bisect_right(self._lo, cutoff)
+        if j > 1:
+            self._lo[:j] = [self._lo[0]]
+            self._hi[:j] = [max(self._hi[:j])]
+
+    @property
+    def high(self) -> int:
+        return self._hi[-1] if self._hi else -1
+
+    def runs(self) -> List[List[int]]:
+        return [[lo, hi] for lo, hi in zip(self._lo, self._hi)]
+
+
+def runs_of(offsets: Iterable[int]) -> List[List[int]]:
+    """Sorted distinct offsets -> inclusive contiguous runs: [0, 1, 2, 5] -> [[0, 2], [5, 5]]."""
+    runs: List[List[int]] = []
+    for offset in sorted(set(offsets)):
+        if runs and runs[-1][1] == offset - 1:
+            runs[-1][1] = offset
+        else:
+            runs.append([offset, offset])
+    return runs
+
+
+# -- the commit log ---------------------------------------------------------------------------------------------
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _key_json(key: tuple) -> str:
+    return orjson.dumps(key, default=_json_default).decode()
+
+
+def _json_default(value):
+    if isinstance(value, datetime.datetime):
+        return value.isoformat()
+    raise TypeError(f"not JSON: {value!r}")
+
+
+class CommitLog:
+    """What a Parquet base path holds, as far as exactly-once goes: committed offsets and keys, and pending renames.
+
+    All methods that read or change the log run under `locked()`.
+    """
+
+    def __init__(self, base_path: str, log_dir: str, dedupe_horizon: Optional[int] = DEFAULT_DEDUPE_HORIZON,
+                 compact_every: int = DEFAULT_COMPACT_EVERY, durable: bool = True) -> None:
+        self.base_path = base_path
+        self.log_dir = log_dir
+        self.log_path = os.path.join(log_dir, LOG_NAME)
+        self.temp_dir = os.path.join(base_path, TEMP_DIR)
+        self._horizon = dedupe_horizon
+        self._compact_every = compact_every
+        self._durable = durable
+        self._offsets: Dict[Tuple[str, int], OffsetRanges] = {}
+        self._keys: set = set()
+        self._read_at = 0
+        self._read_inode: Optional[int] = None
+        self._txns_since_compaction = 0
+        self._thread_lock = threading.Lock()
+        os.makedirs(log_dir, exist_ok=True)
+        os.makedirs(self.temp_dir, exist_ok=True)
+        self._lock_file = open(os.path.join(log_dir, LOCK_NAME), "a+")
+
+    def close(self) -> None:
+        self._lock_file.close()
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator["CommitLog"]:
+        with self._thread_lock:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX)
+            try:
+                self._catch_up()
+                yield self
+            finally:
+                fcntl.flock(self._lock_file, fcntl.LOCK_UN)
+
+    # reading
+
+    def _catch_up(self) -> None:
+        """Apply log lines appended (by any writer) since the last read; re-read all after a compaction."""
+        try:
+            stat = os.stat(self.log_path)
+        except FileNotFoundError:
+            return
+        if stat.st_ino != self._read_inode or stat.st_size < self._read_at:
+            self._offsets, self._keys, self._read_at = {}, set(), 0
+            self._read_inode = stat.st_ino
+        if stat.st_size == self._read_at:
+            return
+        with open(self.log_path, "rb") as log:
+            log.seek(self._read_at)
+            data = log.read()
+        end = data.rfind(b"\n") + 1  # a torn last line is a transaction that never committed
+        for line in data[:end].splitlines():
+            if line.strip():
+                self._apply(orjson.loads(line))
+                self._txns_since_compaction += 1
+        self._read_at += end
+        if end < len(data):
+            self._truncate_torn_tail(self._read_at)
+
+    def _truncate_torn_tail(self, size: int) -> None:
+        _LOGGER.warning("parquet sink: dropping a torn last line of %s (a write killed mid-commit)", self.log_path)
+        with open(self.log_path, "r+b") as log:
+            log.truncate(size)
+            os.fsync(log.fileno())
+
+    def _apply(self, entry: dict) -> None:
+        for topic, partition, runs in entry.get("offsets", ()):
+            ranges = self._offsets.setdefault((topic, partition), OffsetRanges())
+            for lo, hi in runs:
+                ranges.add(lo, hi)
+            if self._horizon is not None:
+                ranges.close_gaps_below(ranges.high - self._horizon)
+        self._keys.update(entry.get("keys", ()))
+
+    def entries(self) -> List[dict]:
+        """Every complete line of the log (for recovery)."""
+        try:
+            with open(self.log_path, "rb") as log:
+                data = log.read()
+        except FileNotFoundError:
+            return []
+        end = data.rfind(b"\n") + 1
+        return [orjson.loads(line) for line in data[:end].splitlines() if line.strip()]
+
+    def committed(self, row: tuple) -> bool:
+        """Whether `row` (by Kafka coordinates, else by idempotency key) is already in the files."""
+        fields = row._fields
+        if "offset" in fields and "partition" in fields and "topic" in fields:
+            ranges = self._offsets.get((row.topic, row.partition))
+            return ranges is not None and row.offset in ranges
+        return _key_json(idempotency_key(row)) in self._keys
+
+    def offsets(self) -> Dict[Tuple[str, int], List[List[int]]]:
+        return {tp: ranges.runs() for tp, ranges in self._offsets.items()}
+
+    # writing
+
+    def append(self, entry: dict) -> None:
+        """Append one transaction line and make it durable: the commit point."""
+        line = orjson.dumps(entry) + b"\n"
+        with open(self.log_path, "ab") as log:
+            log.write(line)
+            log.flush()
+            if self._durable:
+                os.fsync(log.fileno())
+        self._catch_up()
+
+    def recover(self) -> Tuple[int, int]:
+        """Roll committed transactions forward and delete uncommitted temp files. Returns (renamed, deleted)."""
+        renamed = deleted = 0
+        referenced = set()
+        for entry in self.entries():
+            for temp, final in entry.get("files", ()):
+                temp_path = os.path.join(self.base_path, temp)
+                final_path = os.path.join(self.base_path, final)
+                referenced.add(os.path.normpath(temp_path))
+                if os.path.exists(temp_path):
+                    if os.path.exists(final_path):
+                        os.remove(temp_path)
+                    else:
+                        os.makedirs(os.path.dirname(final_path), exist_ok=True)
+                        os.replace(temp_path, final_path)
+                        renamed += 1
+        for name in os.listdir(self.temp_dir):
+            path = os.path.join(self.temp_dir, name)
+            if os.path.normpath(path) not in referenced and os.path.isfile(path):
+                os.remove(path)
+                deleted += 1
+        if renamed or deleted:
+            _LOGGER.warning("parquet sink: recovered %s: %d committed file(s) renamed into place, %d uncommitted "
+                            "temp file(s) deleted", self.base_path, renamed, deleted)
+        return renamed, deleted
+
+    def maybe_compact(self, force: bool = False) -> bool:
+        """Rewrite the log as one line of ranges and keys (every rename is done when this is called)."""
+        if not force and self._txns_since_compaction < self._compact_every:
+            return False
+        if self._durable:
+            self._fsync_partition_dirs()
+        entry = {"snapshot": True, "offsets": [[t, p, r.runs()] for (t, p), r in sorted(self._offsets.items())],
+                 "keys": sorted(self._keys)}
+        temp = self.log_path + ".compact"
+        with open(temp, "wb") as log:
+            log.write(orjson.dumps(entry) + b"\n")
+            log.flush()
+            if self._durable:
+                os.fsync(log.fileno())
+        os.replace(temp, self.log_path)
+        if self._durable:
+            _fsync_dir(self.log_dir)
+        self._txns_since_compaction = 0
+        self._read_inode = None  # re-read the compacted log on the next catch-up
+        self._catch_up()
+        return True
+
+    def _fsync_partition_dirs(self) -> None:
+        # Renames must be durable before the transactions that name them leave the log.
+        for root, dirs, _files in os.walk(self.base_path):
+            dirs[:] = [d for d in dirs if not d.startswith(("_", "."))]
+            _fsync_dir(root)
+
+
+# -- the writer -------------------------------------------------------------------------------------------------
+
+
+def partition_value(row: tuple, column: str) -> Optional[str]:
+    """A row's value for a partition column; `day` is derived when the row has none."""
+    if column in row._fields:
+        value = getattr(row, column)
+    elif column == "day" and "window_start" in row._fields:
+        value = utc_day(row.window_start)
+    elif column == "day" and "kafka_timestamp" in row._fields:
+        value = datetime.datetime.fromtimestamp(row.kafka_timestamp / 1000, datetime.timezone.utc).strftime(
+            "%Y-%m-%d")
+    else:
+        raise ValueError(f"parquet sink: rows of type {type(row).__name__} have no column {column!r}")
+    if value is None:
+        return None
+    if isinstance(value, datetime.datetime):
+        return value.isoformat()
+    return str(value)
+
+
+def partition_dir(columns: Sequence[str], values: Sequence[Optional[str]]) -> str:
+    return os.path.join(*(f"{c}={HIVE_NULL if v is None else urllib.parse.quote(v, safe='')}"
+                          for c, v in zip(columns, values))) if columns else ""
+
+
+def _derivable(row_type: type, column: str) -> bool:
+    fields = getattr(row_type, "_fields", ())
+    return column in fields or (column == "day" and ("window_start" in fields or "kafka_timestamp" in fields))
+
+
+class ParquetWriter(SinkWriter):
+    """Batches -> committed Parquet files. See the module docstring for the protocol."""
+
+    TRANSIENT_ERRORS = (BlockingIOError, InterruptedError)
+
+    def __init__(self, base_path: str, partition_by: Sequence[str], log_dir: str,
+                 dedupe_horizon: Optional[int] = DEFAULT_DEDUPE_HORIZON, compact_every: int = DEFAULT_COMPACT_EVERY,
+                 compression: str = "snappy", durable: bool = True) -> None:
+        self._base_path = base_path
+        self._partition_by = tuple(partition_by)
+        self._log_dir = log_dir
+        self._horizon = dedupe_horizon
+        self._compact_every = compact_every
+        self._compression = compression
+        self._durable = durable
+        self._log: Optional[CommitLog] = None
+        self.skipped = 0  # rows dropped as already committed, for tests and logs
+
+    def setup(self) -> None:
+        os.makedirs(self._base_path, exist_ok=True)
+        self._log = CommitLog(self._base_path, self._log_dir, self._horizon, self._compact_every, self._durable)
+        with self._log.locked():
+            self._log.recover()
+            self._log.maybe_compact()
+
+    def teardown(self) -> None:
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def write_snapshot(self, snapshot: Snapshot) -> None:
+        raise ValueError("parquet sink: complete mode is not supported by file sinks (Spark: 'Data source parquet "
+                         "does not support Complete output mode'); use append")
+
+    def write_rows(self, rows: List[tuple], batch_id: int) -> None:
+        log = self._log
+        with log.locked():
+            fresh = [row for row in rows if not log.committed(row)]
+            self.skipped += len(rows) - len(fresh)
+            if len(fresh) < len(rows):
+                _LOGGER.info("parquet sink: %d of %d row(s) already committed, skipped", len(rows) - len(fresh),
+                             len(rows))
+            if not fresh:
+                return
+            txn = f"{int(time.time() * 1000):013d}-{uuid.uuid4().hex[:12]}"
+            files = self._write_temp_files(txn, fresh)
+            log.append({"txn": txn, "files": files, "offsets": _offset_runs(fresh), "keys": _keys(fresh),
+                        "rows": len(fresh)})
+            for temp, final in files:
+                final_path = os.path.join(self._base_path, final)
+                os.makedirs(os.path.dirname(final_path), exist_ok=True)
+                os.replace(os.path.join(self._base_path, temp), final_path)
+            log.maybe_compact()
+
+    def _write_temp_files(self, txn: str, rows: List[tuple]) -> List[List[str]]:
+        groups: Dict[Tuple[Optional[str], ...], List[tuple]] = {}
+        for row in rows:
+            groups.setdefault(tuple(partition_value(row, c) for c in self._partition_by), []).append(row)
+        schema = schema_of(type(rows[0]), rows[0])
+        data_schema = pa.schema([f for f in schema if f.name not in self._partition_by])
+        files = []
+        for n, (values, group) in enumerate(sorted(groups.items(), key=lambda item: repr(item[0]))):
+            table = to_arrow(group, schema).select(data_schema.names)
+            temp = os.path.join(TEMP_DIR, f"{txn}-{n:05d}.parquet.tmp")
+            final = os.path.join(partition_dir(self._partition_by, values), f"part-{txn}-{n:05d}.parquet")
+            with open(os.path.join(self._base_path, temp), "wb") as out:
+                pq.write_table(table, out, compression=self._compression)
+                out.flush()
+                if self._durable:
+                    os.fsync(out.fileno())
+            files.append([temp, final])
+        if self._durable:
+            _fsync_dir(os.path.join(self._base_path, TEMP_DIR))
+        return files
+
+
+def _offset_runs(rows: List[tuple]) -> list:
+    per_partition: Dict[Tuple[str, int], List[int]] = {}
+    for row in rows:
+        if "offset" in row._fields:
+            per_partition.setdefault((row.topic, row.partition), []).append(row.offset)
+    return [[topic, partition, runs_of(offsets)] for (topic, partition), offsets in sorted(per_partition.items())]
+
+
+def _keys(rows: List[tuple]) -> list:
+    return [_key_json(idempotency_key(row)) for row in rows if "offset" not in row._fields]
+
+
+def commit_dir(base_path: str, checkpoint_dir: Optional[str], name: str) -> str:
+    """Where a sink's commit log lives: per base path in the checkpoint dir, else next to the files."""
+    if not checkpoint_dir:
+        return os.path.join(base_path, DEFAULT_COMMIT_DIR)
+    digest = hashlib.sha1(os.path.abspath(base_path).encode()).hexdigest()[:10]
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", name)
+    return os.path.join(checkpoint_dir, "sinks", f"parquet-{safe}-{digest}")
+
+
+class WriteToParquet(Sink):
+    """Rows in append mode -> Hive-partitioned Parquet files under `path`, each record once (module docstring).
+
+    `row_type` (Hit by default; DeadLetter, WindowCount, ...) is checked against `partition_by` at build time.
+    """
+
+    def __init__(self, path: str, partition_by: Sequence[str] = DEFAULT_PARTITION_BY,
+                 checkpoint_dir: Optional[str] = None, row_type: Type[tuple] = Hit, name: str = "",
+                 dedupe_horizon: Optional[int] = DEFAULT_DEDUPE_HORIZON, compact_every: int = DEFAULT_COMPACT_EVERY,
+                 max_batch_size: int = 100_000, compression: str = "snappy", durable: bool = True,
+                 retry: Optional[RetryPolicy] = None) -> None:
+        if not path:
+            raise ValueError("parquet sink: a base path is required (--parquet-path)")
+        if "://" in path and not path.startswith("file://"):
+            raise ValueError(f"parquet sink: {path} is not a local path; the exactly-once commit protocol needs a "
+                             f"POSIX file system (rename, flock)")
+        path = path[len("file://"):] if path.startswith("file://") else path
+        partition_by = tuple(c.strip() for c in (partition_by.split(",") if isinstance(partition_by, str)
+                                                 else partition_by) if c.strip())
+        for column in partition_by:
+            if not _COLUMN.match(column):
+                raise ValueError(f"parquet sink: partition column {column!r} is not a column name")
+            if not _derivable(row_type, column):
+                raise ValueError(f"parquet sink: cannot partition {row_type.__name__} rows by {column!r}; their "
+                                 f"columns are {', '.join(row_type._fields)}")
+        if len(set(partition_by)) != len(partition_by):
+            raise ValueError(f"parquet sink: partition columns repeat: {partition_by}")
+        name = name or os.path.basename(os.path.normpath(path)) or "parquet"
+        super().__init__(f"parquet.{name}", max_batch_size=max_batch_size, retry=retry)
+        self._path = os.path.abspath(path)
+        self._partition_by = partition_by
+        self._log_dir = os.path.abspath(commit_dir(self._path, checkpoint_dir, name))
+        self._horizon = dedupe_horizon
+        self._compact_every = compact_every
+        self._compression = compression
+        self._durable = durable
+
+    @property
+    def path(self) -> str:
+        return self._path
+
+    def make_writer(self) -> ParquetWriter:
+        return ParquetWriter(self._path, self._partition_by, self._log_dir, self._horizon, self._compact_every,
+                             self._compression, self._durable)
+
+
+class WriteDeadLettersToParquet(WriteToParquet):
+    """DeadLetter rows -> `<path>/day=YYYY-MM-DD/part-*.parquet` (day of the Kafka timestamp), each record once."""
+
+    def __init__(self, path: str, checkpoint_dir: Optional[str] = None, partition_by: Sequence[str] = ("day",),
+                 **kwargs) -> None:
+        super().__init__(path, partition_by=partition_by, checkpoint_dir=checkpoint_dir, row_type=DeadLetter,
+                         name=kwargs.pop("name", "dead_letters"), **kwargs)
+
+
+def dataset(path: str, partition_by: Sequence[str] = DEFAULT_PARTITION_BY):
+    """A pyarrow dataset over the sink's files, partition columns read as strings (zipcode 02134 stays 02134)."""
+    import pyarrow.dataset as ds
+    partitioning = ds.partitioning(pa.schema([(c, pa.string()) for c in partition_by]), flavor="hive")
+    return ds.dataset(path, format="parquet", partitioning=partitioning)
+
+
+def duckdb_source(path: str) -> str:
+    """The DuckDB table expression over the sink's files (a new partition needs no extra step)."""
+    glob = os.path.join(os.path.abspath(path), "**", "*.parquet").replace("'", "''")
+    return f"read_parquet('{glob}', hive_partitioning = true, hive_types_autocast = false)"
+
