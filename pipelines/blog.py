@@ -30,7 +30,7 @@ from transforms.kafka_source import KafkaSourceConfig, ReadFromKafka
 from transforms.output_modes import OutputConfig, OutputMode
 from transforms.parse import ParseHits
 from transforms.queries import IspCounts, ZipCounts, ZipWindowCounts
-from transforms.sinks.console import WriteToConsole
+from transforms.sinks import sink_for
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -87,9 +87,8 @@ def _query(name: str, mode: OutputMode, settings: Settings) -> beam.PTransform:
 
 
 def _sink(kind: str, query: str, options: HitstreamOptions) -> beam.PTransform:
-    if kind == "console":
-        return WriteToConsole(query, options.console_num_rows, options.console_truncate == "true")
-    raise ValueError(f"the {kind} sink is not available in this build; choose console")
+    """The sink for one --sink choice: console, memory, parquet, jdbc, kafka or foreach (transforms/sinks)."""
+    return sink_for(kind, query, options)
 
 
 def build_pipeline(p: beam.Pipeline, options: PipelineOptions, records: Optional[beam.PCollection] = None

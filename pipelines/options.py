@@ -124,6 +124,9 @@ class HitstreamOptions(PipelineOptions):
             help="topic of the Kafka sink (default: hits-counts)")
         add("--kafka-value-format", dest="kafka_value_format", default="json", choices=("json", "text"),
             help="Kafka sink value: JSON, or the blog's zipcode:count text (default: json)")
+        add("--foreach-writer", dest="foreach_writer", default=None,
+            help="foreach sink: MODULE:NAME of a ForeachWriter subclass (open/process/close) or a function "
+                 "fn(rows, batch_id) (default: the fan-out example, to --output-topic and --jdbc-url)")
         add("--dead-letter-topic", dest="dead_letter_topic", default=None,
             help="topic for dead letters (default: none)")
         add("--dead-letter-path", dest="dead_letter_path", default=None,

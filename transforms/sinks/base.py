@@ -131,6 +131,9 @@ class SinkWriter:
     def setup(self) -> None:
         """Open clients. Called once per worker DoFn instance."""
 
+    def start_bundle(self) -> None:
+        """A new bundle begins: forget per-bundle state left by a failed one."""
+
     def write_rows(self, rows: List[tuple], batch_id: int) -> None:
         """Update/append: write `rows` (one per idempotency key). Must be idempotent: it may be called again."""
         raise NotImplementedError
@@ -174,6 +177,7 @@ class SinkWriteFn(beam.DoFn):
 
     def start_bundle(self) -> None:
         self._pending = {}
+        self._writer.start_bundle()
 
     def process(self, element: object) -> Iterator[None]:
         if isinstance(element, Snapshot):

@@ -42,6 +42,7 @@ from sqlalchemy.dialects import mysql as mysql_dialect
 
 from transforms.rows import DeadLetter, Hit, IspCount, Snapshot, WindowCount, ZipCount
 from transforms.sinks.base import DEFAULT_MAX_BATCH_SIZE, RetryPolicy, Sink, SinkWriter
+from transforms.sinks.tables import QUERY_ROW_TYPES
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -148,8 +149,7 @@ TABLES: Dict[type, TableSpec] = {
         Column("error", "error", sa.Text), Column("step", "step", lambda: _string(64)))),
 }
 
-ROW_TYPES: Dict[str, type] = {"zip_counts": ZipCount, "isp_counts": IspCount, "zip_window_counts": WindowCount,
-                              "hits": Hit, "dead_letter": DeadLetter}
+ROW_TYPES = QUERY_ROW_TYPES
 
 
 def _upsert(table: sa.Table, spec: TableSpec, dialect: str):

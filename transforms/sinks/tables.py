@@ -68,3 +68,8 @@ def utc_day(value: datetime.datetime) -> str:
     if value.tzinfo is not None:
         value = value.astimezone(datetime.timezone.utc)
     return value.strftime("%Y-%m-%d")
+
+
+# Which rows each of the blog's queries emits (and the dead-letter stream), for sinks that lay out a table.
+QUERY_ROW_TYPES: Dict[str, type] = {"hits": Hit, "zip_counts": ZipCount, "isp_counts": IspCount,
+                                    "zip_window_counts": WindowCount, "dead_letter": DeadLetter}

@@ -1,0 +1,209 @@
+"""The Kafka sink: each emitted row becomes one message (the blog's KafkaSink ForeachWriter, as a real sink).
+
+* **Producer:** confluent-kafka with `enable.idempotence=true` and `acks=all`, so the producer's own retries never
+  duplicate or reorder a message. Extra client settings (SASL/SSL, ...) pass through `producer_config`.
+* **Key:** the zipcode as UTF-8 bytes (the ISP for isp_counts; the original key for dead letters).
+* **Value:** JSON, `{"zipcode": "94107", "count": 42}` plus `"window_start"` and `"window_end"` (ISO-8601, UTC,
+  milliseconds, `Z`) for windowed rows; or, with `value_format="text"`, the blog's `zipcode:count` (windowed rows:
+  `window_start,window_end,zipcode:count`). Hits are always JSON, with every field.
+* **Topic:** the `topic` option, or, when it is None, each row's own `topic` column, as Spark's Kafka sink does.
+* **Modes:** update sends the rows that changed in the trigger, complete sends every row of each Snapshot.
+* **Delivery is checked.** Every delivery report is read; `finish_bundle` flushes, re-sends messages that failed
+  with a retriable error (with backoff, through the sink base), and raises if any is still undelivered, so the
+  bundle fails and the runner retries it: a row is never dropped. A retried bundle may send a row again, so the
+  guarantee is at-least-once per row, and a consumer that keeps the latest value per key sees exact counts.
+
+`WriteDeadLettersToKafka` sends DeadLetter rows to a dead-letter topic: the value is JSON with the origin topic,
+partition, offset and timestamp, the raw key and value bytes in base64, the error and the step that failed.
+"""
+from __future__ import annotations
+
+import base64
+import datetime
+import logging
+from typing import Any, Dict, List, Optional, Tuple
+
+import orjson
+from confluent_kafka import KafkaError, KafkaException, Producer
+
+from transforms.rows import DeadLetter, Snapshot
+from transforms.sinks.base import RetryPolicy, Sink, SinkWriter
+
+_LOGGER = logging.getLogger(__name__)
+
+VALUE_FORMATS = ("json", "text")
+DEFAULT_FLUSH_TIMEOUT = 60.0
+
+
+class DeliveryError(RuntimeError):
+    """Messages of this bundle were not delivered. `retriable` says whether sending them again may succeed."""
+
+    def __init__(self, message: str, retriable: bool) -> None:
+        super().__init__(message)
+        self.retriable = retriable
+
+
+def iso_utc(value: datetime.datetime) -> str:
+    """2026-11-23T19:05:00.000Z, as Spark's to_json writes timestamps."""
+    if value.tzinfo is not None:
+        value = value.astimezone(datetime.timezone.utc)
+    return value.isoformat(timespec="milliseconds").split("+")[0] + "Z"
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (bytes, bytearray)):
+        return base64.b64encode(bytes(value)).decode()
+    raise TypeError(f"not JSON: {type(value).__name__}")
+
+
+def encode_key(row: tuple) -> Optional[bytes]:
+    """Message key: zipcode (or ISP, or a dead letter's original key) as bytes."""
+    if isinstance(row, DeadLetter):
+        return row.key
+    for field in ("zipcode", "isp"):
+        if field in row._fields:
+            value = getattr(row, field)
+            return None if value is None else str(value).encode()
+    return None
+
+
+def row_to_dict(row: tuple) -> Dict[str, Any]:
+    out = {}
+    for name, value in zip(row._fields, row):
+        out[name] = iso_utc(value) if isinstance(value, datetime.datetime) else value
+    return out
+
+
+def encode_value(row: tuple, value_format: str = "json") -> bytes:
+    """Message value: JSON of the row, or the blog's `zipcode:count` text for count rows."""
+    if isinstance(row, DeadLetter):
+        return orjson.dumps({"topic": row.topic, "partition": row.partition, "offset": row.offset,
+                             "timestamp": row.kafka_timestamp,
+                             "key_base64": None if row.key is None else base64.b64encode(row.key).decode(),
+                             "value_base64": None if row.value is None else base64.b64encode(row.value).decode(),
+                             "error": row.error, "step": row.step})
+    if value_format == "text" and row._fields[-1] == "count":
+        parts = ["null" if v is None else iso_utc(v) if isinstance(v, datetime.datetime) else str(v)
+                 for v in row[:-1]]
+        return f"{','.join(parts)}:{row[-1]}".encode()
+    return orjson.dumps(row_to_dict(row), default=_json_default)
+
+
+class KafkaWriter(SinkWriter):
+    """Produces each row; checks every delivery by the end of the bundle. See the module docstring."""
+
+    def __init__(self, bootstrap_servers: str, topic: Optional[str], value_format: str,
+                 producer_config: Dict[str, str], flush_timeout: float) -> None:
+        self._config = {"bootstrap.servers": bootstrap_servers, "enable.idempotence": True, "acks": "all",
+                        "linger.ms": 5, "compression.type": "lz4", **producer_config}
+        self._topic = topic
+        self._value_format = value_format
+        self._flush_timeout = flush_timeout
+        self._producer: Optional[Producer] = None
+        self._generation = 0
+        self._failed: List[Tuple[str, Optional[bytes], bytes, KafkaError]] = []
+        self.delivered = 0
+
+    def setup(self) -> None:
+        self._producer = Producer(self._config)
+
+    def teardown(self) -> None:
+        if self._producer is not None:
+            self._producer.flush(self._flush_timeout)
+            self._producer = None
+
+    def start_bundle(self) -> None:
+        # Messages of a failed bundle are sent again by the runner's retry; their late reports must not count here.
+        self._generation += 1
+        self._failed = []
+
+    def is_transient(self, error: BaseException) -> bool:
+        if isinstance(error, DeliveryError):
+            return error.retriable
+        if isinstance(error, KafkaException):
+            return bool(error.args and isinstance(error.args[0], KafkaError) and error.args[0].retriable())
+        return isinstance(error, BufferError)
+
+    def _topic_of(self, row: tuple) -> str:
+        if self._topic:
+            return self._topic
+        topic = getattr(row, "topic", None)
+        if not topic:
+            raise ValueError(f"kafka sink: no topic option and the row has no topic column: {row!r}")
+        return topic
+
+    def _produce(self, topic: str, key: Optional[bytes], value: bytes) -> None:
+        generation = self._generation
+
+        def on_delivery(error: Optional[KafkaError], message) -> None:
+            if error is None:
+                self.delivered += 1
+            elif generation == self._generation:
+                self._failed.append((topic, key, value, error))
+
+        while True:
+            try:
+                self._producer.produce(topic, value=value, key=key, on_delivery=on_delivery)
+                break
+            except BufferError:  # the local queue is full: serve delivery reports until there is room
+                self._producer.poll(0.1)
+        self._producer.poll(0)
+
+    def _send(self, rows) -> None:
+        for row in rows:
+            self._produce(self._topic_of(row), encode_key(row), encode_value(row, self._value_format))
+
+    def write_rows(self, rows: List[tuple], batch_id: int) -> None:
+        self._send(rows)
+
+    def write_snapshot(self, snapshot: Snapshot) -> None:
+        self._send(snapshot.rows)
+
+    def finish_bundle(self) -> None:
+        failed, self._failed = self._failed, []
+        for topic, key, value, _error in failed:  # a retry: send again what failed last time
+            self._produce(topic, key, value)
+        remaining = self._producer.flush(self._flush_timeout)
+        if remaining:
+            raise DeliveryError(f"kafka sink: {remaining} message(s) still undelivered after "
+                                f"{self._flush_timeout:g}s", retriable=True)
+        if self._failed:
+            errors = [error for *_, error in self._failed]
+            retriable = all(error.retriable() or error.code() in (KafkaError._MSG_TIMED_OUT, KafkaError._TRANSPORT,
+                                                                  KafkaError._ALL_BROKERS_DOWN)
+                            for error in errors)
+            raise DeliveryError(f"kafka sink: {len(errors)} message(s) failed, e.g. {errors[0]}", retriable)
+
+
+class WriteToKafka(Sink):
+    """Rows (update/append) or Snapshots (complete) -> one Kafka message per row."""
+
+    def __init__(self, bootstrap_servers: str, topic: Optional[str], value_format: str = "json",
+                 producer_config: Optional[Dict[str, str]] = None, flush_timeout: float = DEFAULT_FLUSH_TIMEOUT,
+                 name: str = "", max_batch_size: int = 10_000, retry: Optional[RetryPolicy] = None) -> None:
+        if value_format not in VALUE_FORMATS:
+            raise ValueError(f"kafka sink: value format {value_format!r}; choose from {', '.join(VALUE_FORMATS)}")
+        if not bootstrap_servers:
+            raise ValueError("kafka sink: bootstrap servers are required")
+        if topic is not None and not topic:
+            raise ValueError("kafka sink: the topic is empty; give one, or None to use each row's topic column")
+        super().__init__(f"kafka.{name or topic or 'by_row'}", max_batch_size=max_batch_size, retry=retry)
+        self._bootstrap = bootstrap_servers
+        self._topic = topic
+        self._value_format = value_format
+        self._producer_config = dict(producer_config or {})
+        self._flush_timeout = flush_timeout
+
+    def make_writer(self) -> KafkaWriter:
+        return KafkaWriter(self._bootstrap, self._topic, self._value_format, self._producer_config,
+                           self._flush_timeout)
+
+
+class WriteDeadLettersToKafka(WriteToKafka):
+    """DeadLetter rows -> the dead-letter topic, one JSON message each (raw bytes in base64)."""
+
+    def __init__(self, bootstrap_servers: str, topic: str, **kwargs) -> None:
+        if not topic:
+            raise ValueError("dead-letter kafka sink: a topic is required (--dead-letter-topic)")
+        super().__init__(bootstrap_servers, topic, "json", name=kwargs.pop("name", f"dead_letters.{topic}"),
+                         **kwargs)
