@@ -26,28 +26,21 @@ def log_file(name: str) -> Path:
 
 
 def running_pid(name: str) -> Optional[int]:
-    """The pid from the service's pid file if that process is still alive."""
+    """The pid from the service's pid file if that process is alive and is ours.
+
+    "Ours" means its command line names this cache's run dir (every service is started
+    with a config file from there), which rules out a pid reused after a reboot and an
+    exited child that is still a zombie (its command line is empty).
+    """
     try:
         pid = int(pid_file(name).read_text().strip())
-    except (FileNotFoundError, ValueError):
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    except (FileNotFoundError, ProcessLookupError, ValueError):
         return None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return None
-    except PermissionError:
-        return pid  # alive, owned by someone else
-    # A zombie child of this process still answers kill(0); reap it if it exited.
-    try:
-        done, _ = os.waitpid(pid, os.WNOHANG)
-        if done == pid:
-            return None
-    except ChildProcessError:
-        pass
-    return pid
+    return pid if str(paths.run_dir()) in cmdline else None
 
 
-def spawn(name: str, argv: List[str], env: Optional[dict] = None) -> int:
+def spawn(name: str, argv: List[str]) -> int:
     """Start argv detached (own session, stdin closed), output appended to the log."""
     log = log_file(name)
     with open(log, "ab") as out:
@@ -55,7 +48,7 @@ def spawn(name: str, argv: List[str], env: Optional[dict] = None) -> int:
         out.flush()
         proc = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-            env=env, start_new_session=True,  # survives the caller and its Ctrl-C
+            start_new_session=True,  # survives the caller and its Ctrl-C
         )
     pid_file(name).write_text(str(proc.pid))
     _LOGGER.info("started %s (pid %d), log %s", name, proc.pid, log)
