@@ -342,34 +342,40 @@ class _OffsetRangeProvider(RestrictionProvider):
 
 
 class PartitionWatermark(WatermarkEstimator):
-    """Per-partition watermark: max event time seen minus the watermark delay, never moving back.
+    """Per-partition watermark: the max event time seen minus the watermark delay, never moving back.
 
-    Its state is (watermark_micros, max_event_micros) so a checkpointed residual keeps both.
+    The watermark reported to the runner lags one process() call behind the records: a call's output is committed
+    together with the watermark reported at its end, and a runner drops what is already behind it, so the report
+    must not pass anything the same call emitted. `start_call` moves it up to what earlier calls saw; the late check
+    inside a call uses the running value, so whether a record is late depends only on its partition's order.
+    State is (reported_micros, max_event_micros), so a checkpointed residual keeps both.
     """
 
     def __init__(self, state):
-        self._watermark, self._max_event = state
+        self._reported, self._max_event = state
 
     def observe_timestamp(self, timestamp):
         pass  # the DoFn reports event times itself, with observe_event
 
     def current_watermark(self) -> Timestamp:
-        return Timestamp(micros=self._watermark)
+        return Timestamp(micros=self._reported)
 
     def get_estimator_state(self):
-        return self._watermark, self._max_event
+        return self._reported, self._max_event
+
+    def start_call(self, delay_micros: int):
+        self._reported = max(self._reported, self._max_event - delay_micros)
 
     def observe_event(self, event_micros: int, delay_micros: int) -> bool:
-        """Record one event time; True when it was already behind the watermark (a late record)."""
-        late = event_micros < self._watermark
-        if event_micros > self._max_event:
-            self._max_event = event_micros
-            self._watermark = max(self._watermark, event_micros - delay_micros)
+        """Record one event time; True when it is behind the partition's watermark (a late record)."""
+        late = event_micros < max(self._reported, self._max_event - delay_micros)
+        self._max_event = max(self._max_event, event_micros)
         return late
 
     def advance_idle(self, now_micros: int, delay_micros: int):
-        """A caught-up partition: no record older than now minus the delay should arrive, so don't hold others."""
-        self._watermark = max(self._watermark, now_micros - delay_micros)
+        """A caught-up partition that emitted nothing in this call: no record older than now minus the delay
+        should arrive, so it must not hold the other partitions back."""
+        self._reported = max(self._reported, now_micros - delay_micros)
 
 
 class _PartitionWatermarkProvider(WatermarkEstimatorProvider):
@@ -434,6 +440,7 @@ class ReadPartitionsFn(beam.DoFn):
         if restriction.start >= restriction.stop:
             return
         consumer = self._consumer_at(spec.topic, spec.partition, next_offset)
+        watermark.start_call(self._delay_micros)
         budget = spec.share_per_trigger
         deadline = time.monotonic() + config.max_read_seconds
         claimed = 0
@@ -473,7 +480,8 @@ class ReadPartitionsFn(beam.DoFn):
         if next_offset >= high >= 0:
             # Caught up with the log end (backlog 0), as Java KafkaIO's policies check: only then may the wall
             # clock move the watermark. A poll that merely timed out says nothing about what is still to come.
-            watermark.advance_idle(Timestamp.now().micros, self._delay_micros)
+            if not claimed:
+                watermark.advance_idle(Timestamp.now().micros, self._delay_micros)
             tracker.defer_remainder(Duration(seconds=config.idle_poll_seconds))
         elif not messages:
             tracker.defer_remainder(Duration(seconds=config.idle_poll_seconds))

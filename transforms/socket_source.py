@@ -56,7 +56,8 @@ class ReadSocketLinesFn(beam.DoFn):
             self._connections[address] = (socket.create_connection((host, int(port)), timeout=10), b"")
         sock, pending = self._connections[address]
         sock.settimeout(0.2)
-        line_no = tracker.current_restriction().start
+        line_no = start = tracker.current_restriction().start
+        watermark.start_call(self._delay_micros)
         deadline = time.monotonic() + self._max_read_seconds
         closed = False
         while time.monotonic() < deadline and not closed:
@@ -78,7 +79,8 @@ class ReadSocketLinesFn(beam.DoFn):
             del self._connections[address]
             tracker.try_claim(UNBOUNDED)  # the peer hung up: this restriction is done
             return
-        watermark.advance_idle(Timestamp.now().micros, self._delay_micros)
+        if line_no == start:  # nothing emitted in this call (see PartitionWatermark)
+            watermark.advance_idle(Timestamp.now().micros, self._delay_micros)
         tracker.defer_remainder(Duration(seconds=0.1))
 
     def _record(self, address, line_no, line, watermark: PartitionWatermark) -> beam.window.TimestampedValue:
