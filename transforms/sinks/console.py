@@ -11,8 +11,9 @@ import sys
 import threading
 from typing import List, Optional
 
-from rich.console import Console
+from rich.console import Console, Group
 from rich.table import Table
+from rich.text import Text
 
 from transforms.rows import Snapshot
 from transforms.sinks.base import RetryPolicy, Sink, SinkWriter
@@ -27,11 +28,14 @@ def _sort_key(row: tuple) -> tuple:
     return tuple((value is not None, value) for value in row)
 
 
-def render_batch(batch_id: int, rows: list, num_rows: int = 20, truncate: bool = True, title: str = "") -> Table:
-    """A rich Table of at most `num_rows` rows; with `truncate`, cells are cut at 20 characters, as in Spark."""
-    table = Table(title=f"Batch: {batch_id}" + (f"  {title}" if title else ""), title_justify="left")
+def render_batch(batch_id: int, rows: list, num_rows: int = 20, truncate: bool = True, title: str = "") -> Group:
+    """Spark's console block: a "Batch: N" header, a table of at most `num_rows` rows, and "only showing top N
+    rows" when cut. With `truncate`, cells are cut at 20 characters, as in Spark."""
+    rule = "-" * 43
+    header = Text(f"{rule}\nBatch: {batch_id}" + (f"  ({title})" if title else "") + f"\n{rule}")
     if not rows:
-        return table
+        return Group(header)
+    table = Table()
     for name in rows[0]._fields:
         table.add_column(name)
     for row in rows[:num_rows]:
@@ -40,8 +44,8 @@ def render_batch(batch_id: int, rows: list, num_rows: int = 20, truncate: bool =
             cells = [c if len(c) <= _TRUNCATE_AT else c[:_TRUNCATE_AT - 3] + "..." for c in cells]
         table.add_row(*cells)
     if len(rows) > num_rows:
-        table.caption = f"only showing top {num_rows} rows"
-    return table
+        return Group(header, table, Text(f"only showing top {num_rows} rows"))
+    return Group(header, table)
 
 
 class ConsoleWriter(SinkWriter):

@@ -299,7 +299,7 @@ class WriteToJdbc(Sink):
             row_type = ROW_TYPES[query]
         if row_type not in TABLES:
             raise ValueError(f"jdbc sink: no table layout for {row_type.__name__} rows")
-        table = validate_identifier(table or TABLES[row_type].default_name)
+        table = validate_identifier(TABLES[row_type].default_name if table is None else table)
         url = url or DEFAULT_URL
         try:
             backend = sa.engine.make_url(url).get_backend_name()
