@@ -1,0 +1,426 @@
+"""Contender (b) of the benchmark: the blog's system itself, Spark Structured Streaming, on the same topic.
+
+    python -m bench.spark_blog --count 1000000          # produce 1M hits (8 partitions), run, print the table
+    python -m bench.spark_blog --topic T --count N      # reuse a topic that holds N messages
+
+pyspark (`pip install -e '.[spark]'`) with the spark-sql-kafka-0-10 jars from Maven Central (bench/spark_jars.py),
+`local[2]`, every query with `Trigger.AvailableNow`, the blog's queries and sinks:
+
+| query | sink | mode |
+|---|---|---|
+| hits (parsed) | Parquet, partitioned by zipcode and day | append |
+| zip_counts | MariaDB `zip_test_spark(zip, count)` through foreachBatch, upserts in one transaction | complete |
+| zip_counts | Kafka output topic, key zipcode, value JSON {"zipcode", "count"} | update |
+| zip_window_counts | memory table `zip_window_counts`, window(hittime, 10 min, 5 min, 2 min) | complete |
+
+As in the blog, each sink is its own streaming query, so Spark reads the topic once per query (four times); the
+four run at the same time. `spark.sql.shuffle.partitions` is 2 (the default 200 makes every stateful batch run 200
+state-store tasks on 2 cores, which would be an unfair handicap).
+
+The parse applies hitstream's data contract (SPEC "Data contract"), so both systems count the same rows: valid
+UTF-8, a JSON object, `hittime` a string with Z or an offset or an integer of epoch ms (years 1..9999), `zipcode` a
+non-empty string, the optional fields strings or null. `from_json` alone would coerce `"zipcode": 94107` to the
+string "94107", so each field is read as a VARIANT and its JSON type checked with `schema_of_variant`.
+
+`run_spark_blog()` runs Spark in a child process (a fresh JVM each time, as `spark-submit` would) and samples the
+RSS of that whole process tree (the Python driver, the launcher and the JVM). `seconds` is the wall time of the
+queries, from their start to the last one's end, without the session start-up (reported apart as
+`startup_seconds`); events/s is the topic's message count over `seconds`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Optional
+
+REPO = Path(__file__).resolve().parents[1]
+
+WINDOW_SIZE, WINDOW_PERIOD, WINDOW_OFFSET = "10 minutes", "5 minutes", "2 minutes"
+OPTIONAL_FIELDS = ("isp", "ip", "city", "state", "country", "user_id", "url")
+_JSON_SCHEMA = ", ".join(f"{name} VARIANT" for name in ("hittime", "zipcode") + OPTIONAL_FIELDS)
+_INT_TYPES = "('TINYINT', 'SMALLINT', 'INT', 'BIGINT')"
+# Epoch ms of 0001-01-01T00:00:00Z and 9999-12-31T23:59:59.999Z: the years hitstream's parse accepts.
+_MIN_MS, _MAX_MS = -62135596800000, 253402300799999
+# An ISO time must carry Z or an offset (hitstream refuses naive times rather than guess a zone).
+_OFFSET_RE = r"(?i)(z|[+-][0-9]{2}(:?[0-9]{2})?)$"
+DEFAULT_JDBC_TABLE = "zip_test_spark"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Session, source, parse and queries (imported by tests/integration/test_spark_parity.py too)
+
+def spark_session(app: str = "hitstream-spark-blog", master: str = "local[2]", shuffle_partitions: int = 2,
+                  driver_memory: str = "1g"):
+    """A local SparkSession with the Kafka connector jars on `spark.jars`, times in UTC, no UI."""
+    from pyspark.sql import SparkSession
+
+    from bench.spark_jars import spark_jars_conf
+
+    spark = (SparkSession.builder.master(master).appName(app)
+             .config("spark.jars", spark_jars_conf())
+             .config("spark.driver.memory", driver_memory)
+             .config("spark.sql.session.timeZone", "UTC")
+             .config("spark.driver.extraJavaOptions", "-Duser.timezone=UTC")
+             .config("spark.ui.enabled", "false")
+             .config("spark.sql.shuffle.partitions", str(shuffle_partitions))
+             .config("spark.sql.streaming.forceDeleteTempCheckpointLocation", "true")
+             .getOrCreate())
+    spark.sparkContext.setLogLevel("WARN")
+    return spark
+
+
+def read_kafka(spark, bootstrap: str, topic: str, stream: bool = True):
+    """The blog's Kafka source: every record of `topic` from the earliest offset."""
+    reader = (spark.readStream if stream else spark.read).format("kafka") \
+        .option("kafka.bootstrap.servers", bootstrap) \
+        .option("subscribe", topic) \
+        .option("startingOffsets", "earliest") \
+        .option("failOnDataLoss", "true")
+    if not stream:
+        reader = reader.option("endingOffsets", "latest")
+    return reader.load()
+
+
+def parse_hits(raw):
+    """Kafka rows -> hits: hittime (TIMESTAMP, UTC), zipcode, the optional fields, day, topic, partition, offset,
+    kafka_timestamp. Rows that break the data contract are left out (hitstream dead-letters them)."""
+    from pyspark.sql import functions as F
+
+    fields = raw.select(
+        F.expr("is_valid_utf8(value)").alias("utf8"),
+        F.from_json(F.col("value").cast("string"), _JSON_SCHEMA).alias("j"),
+        "topic", "partition", "offset", F.col("timestamp").alias("kafka_timestamp"))
+    hittime = F.expr(f"""
+        CASE schema_of_variant(j.hittime)
+          WHEN 'STRING' THEN
+            CASE WHEN try_variant_get(j.hittime, '$', 'string') RLIKE '{_OFFSET_RE}'
+                 THEN try_to_timestamp(try_variant_get(j.hittime, '$', 'string')) END
+          ELSE
+            CASE WHEN schema_of_variant(j.hittime) IN {_INT_TYPES}
+                  AND try_variant_get(j.hittime, '$', 'bigint') BETWEEN {_MIN_MS} AND {_MAX_MS}
+                 THEN timestamp_millis(try_variant_get(j.hittime, '$', 'bigint')) END
+        END""")
+    zipcode = F.expr("CASE WHEN schema_of_variant(j.zipcode) = 'STRING' "
+                     "THEN try_variant_get(j.zipcode, '$', 'string') END")
+    optional_ok = [F.expr(f"j.{name} IS NULL OR schema_of_variant(j.{name}) IN ('STRING', 'VOID')")
+                   for name in OPTIONAL_FIELDS]
+    typed = fields.select(
+        hittime.alias("hittime"), zipcode.alias("zipcode"),
+        *[F.expr(f"try_variant_get(j.{name}, '$', 'string')").alias(name) for name in OPTIONAL_FIELDS],
+        "topic", "partition", "offset", "kafka_timestamp",
+        F.col("utf8").alias("_utf8"), *[ok.alias(f"_ok_{name}") for name, ok in zip(OPTIONAL_FIELDS, optional_ok)])
+    valid = F.col("_utf8") & F.col("hittime").isNotNull() & F.col("zipcode").isNotNull() & (F.col("zipcode") != "")
+    for name in OPTIONAL_FIELDS:
+        valid = valid & F.col(f"_ok_{name}")
+    return typed.where(valid).select(
+        "hittime", "zipcode", *OPTIONAL_FIELDS, F.date_format("hittime", "yyyy-MM-dd").alias("day"),
+        "topic", "partition", "offset", "kafka_timestamp")
+
+
+def zip_counts(hits):
+    return hits.groupBy("zipcode").count()
+
+
+def zip_window_counts(hits, size: str = WINDOW_SIZE, period: str = WINDOW_PERIOD, offset: str = WINDOW_OFFSET):
+    """The blog's windowed count: window(hittime, size, period, startTime) and zipcode."""
+    from pyspark.sql import functions as F
+
+    return hits.groupBy(F.window("hittime", size, period, offset), "zipcode").count().select(
+        F.col("window.start").alias("window_start"), F.col("window.end").alias("window_end"), "zipcode", "count")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The blog's sinks, all queries with Trigger.AvailableNow
+
+def _mysql_params(url: str) -> dict:
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    return {"host": parsed.host or "127.0.0.1", "port": parsed.port or 3306, "user": parsed.username,
+            "password": parsed.password or os.environ.get("HITSTREAM_DB_PASSWORD", ""), "database": parsed.database}
+
+
+class JdbcCompleteWriter:
+    """foreachBatch of zip_counts in complete mode: the table ends up holding exactly the batch, in one transaction
+    (upserts by key, then the keys the batch no longer has are deleted)."""
+
+    def __init__(self, url: str, table: str):
+        self.params, self.table = _mysql_params(url), table
+
+    def _connect(self):
+        import pymysql
+
+        return pymysql.connect(**self.params, autocommit=False)
+
+    def create(self) -> None:
+        with self._connect() as conn, conn.cursor() as cur:
+            cur.execute(f"CREATE TABLE IF NOT EXISTS `{self.table}` (zip VARCHAR(64) PRIMARY KEY, count BIGINT NOT NULL)")
+            cur.execute(f"DELETE FROM `{self.table}`")
+            conn.commit()
+
+    def __call__(self, batch_df, batch_id: int) -> None:
+        rows = [(row["zipcode"], row["count"]) for row in batch_df.collect()]
+        with self._connect() as conn, conn.cursor() as cur:
+            cur.execute(f"CREATE TEMPORARY TABLE keep_keys (zip VARCHAR(64) PRIMARY KEY)")
+            if rows:
+                cur.executemany(f"INSERT INTO `{self.table}` (zip, count) VALUES (%s, %s) "
+                                "ON DUPLICATE KEY UPDATE count = VALUES(count)", rows)
+                cur.executemany("INSERT INTO keep_keys (zip) VALUES (%s)", [(zip_,) for zip_, _ in rows])
+            cur.execute(f"DELETE FROM `{self.table}` WHERE zip NOT IN (SELECT zip FROM keep_keys)")
+            conn.commit()
+
+    def table_rows(self) -> dict:
+        with self._connect() as conn, conn.cursor() as cur:
+            cur.execute(f"SELECT zip, count FROM `{self.table}`")
+            return {zip_: int(count) for zip_, count in cur.fetchall()}
+
+
+def run_queries(spark, bootstrap: str, topic: str, workdir: str, jdbc_url: Optional[str] = None,
+                jdbc_table: str = DEFAULT_JDBC_TABLE, output_topic: Optional[str] = None) -> dict:
+    """Start the blog's four streaming queries with availableNow, wait for all, and return timings and row counts."""
+    from pyspark.sql import functions as F
+
+    work = Path(workdir)
+    checkpoints = work / "checkpoints"
+    hits_path = work / "hits"
+    output_topic = output_topic or f"{topic}-spark-counts"
+    from hitstream.generator import ensure_topic
+    ensure_topic(bootstrap, output_topic, 1)
+    jdbc = JdbcCompleteWriter(jdbc_url, jdbc_table) if jdbc_url else None
+    if jdbc:
+        jdbc.create()
+
+    hits = parse_hits(read_kafka(spark, bootstrap, topic))
+    counts = zip_counts(hits)
+    windows = zip_window_counts(hits)
+    started = time.perf_counter()
+    queries = [
+        hits.writeStream.queryName("hits").format("parquet").outputMode("append")
+        .partitionBy("zipcode", "day").option("path", str(hits_path))
+        .option("checkpointLocation", str(checkpoints / "hits")).trigger(availableNow=True).start(),
+        counts.selectExpr("zipcode AS key", "to_json(struct(zipcode, count)) AS value")
+        .writeStream.queryName("zip_counts_kafka").format("kafka").outputMode("update")
+        .option("kafka.bootstrap.servers", bootstrap).option("topic", output_topic)
+        .option("checkpointLocation", str(checkpoints / "zip_counts_kafka")).trigger(availableNow=True).start(),
+        windows.writeStream.queryName("zip_window_counts").format("memory").outputMode("complete")
+        .option("checkpointLocation", str(checkpoints / "zip_window_counts")).trigger(availableNow=True).start(),
+    ]
+    if jdbc:
+        queries.append(counts.writeStream.queryName("zip_counts_jdbc").outputMode("complete").foreachBatch(jdbc)
+                       .option("checkpointLocation", str(checkpoints / "zip_counts_jdbc"))
+                       .trigger(availableNow=True).start())
+    for query in queries:
+        query.awaitTermination()
+    seconds = time.perf_counter() - started
+    for query in queries:
+        if query.exception() is not None:
+            raise RuntimeError(f"spark query {query.name} failed: {query.exception()}")
+    input_rows = {q.name: sum(p["numInputRows"] for p in q.recentProgress) for q in queries}
+    result = {
+        "seconds": seconds,
+        "input_rows": input_rows,
+        "rows": {
+            "hits_parquet": spark.read.parquet(str(hits_path)).count(),
+            "zip_window_counts_memory": spark.sql("SELECT count(*) FROM zip_window_counts").first()[0],
+            "kafka_messages": _topic_message_count(bootstrap, output_topic),
+        },
+        "output_topic": output_topic,
+    }
+    if jdbc:
+        table = jdbc.table_rows()
+        result["rows"]["zip_counts_jdbc"] = len(table)
+        result["rows"]["zip_counts_jdbc_total"] = sum(table.values())
+    return result
+
+
+def _topic_message_count(bootstrap: str, topic: str) -> int:
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"spark-bench-{uuid.uuid4().hex}"})
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        total = 0
+        for partition in partitions:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
+            total += high - low
+        return total
+    finally:
+        consumer.close()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Measurement: the Spark run in a child process, its tree's RSS sampled from here
+
+def _tree_rss_bytes(root: int) -> int:
+    """RSS of `root` and every descendant, from /proc."""
+    children: dict = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as stat:
+                fields = stat.read().rsplit(b")", 1)[1].split()
+            children.setdefault(int(fields[1]), []).append(int(entry))
+        except (OSError, IndexError, ValueError):
+            continue
+    total, stack, page = 0, [root], os.sysconf("SC_PAGE_SIZE")
+    while stack:
+        pid = stack.pop()
+        try:
+            with open(f"/proc/{pid}/statm", "rb") as statm:
+                total += int(statm.read().split()[1]) * page
+        except (OSError, IndexError, ValueError):
+            pass
+        stack.extend(children.get(pid, ()))
+    return total
+
+
+class PeakRss:
+    """Samples a process tree's RSS every `interval` seconds in a thread; `.peak_mb` when stopped."""
+
+    def __init__(self, pid: int, interval: float = 0.2):
+        self.pid, self.interval, self.peak = pid, interval, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, _tree_rss_bytes(self.pid))
+            self._stop.wait(self.interval)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def peak_mb(self) -> float:
+        return self.peak / 2 ** 20
+
+
+def run_spark_blog(bootstrap: str, topic: str, workdir: str, jdbc_url: Optional[str] = "default",
+                   timeout: float = 1800) -> dict:
+    """Run the blog's queries on Spark over `topic` (available-now) in a fresh child process.
+
+    Returns events_per_second (the topic's messages over `seconds`), seconds (query wall time), startup_seconds,
+    wall_seconds (the child's whole life, JVM start included), peak_rss_mb (Python driver + JVM), and rows (per
+    sink). jdbc_url "default" is the local stack's MariaDB; None leaves the JDBC sink out.
+    """
+    if jdbc_url == "default":
+        from stack import mariadb
+        jdbc_url = mariadb.url()
+    Path(workdir).mkdir(parents=True, exist_ok=True)
+    result_path = Path(workdir) / f"spark-result-{uuid.uuid4().hex}.json"
+    cmd = [sys.executable, "-m", "bench.spark_blog", "--child", "--bootstrap-servers", bootstrap, "--topic", topic,
+           "--workdir", str(Path(workdir) / f"run-{uuid.uuid4().hex[:8]}"), "--result", str(result_path)]
+    if jdbc_url:
+        cmd += ["--jdbc-url", jdbc_url]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+    started = time.perf_counter()
+    log_path = Path(workdir) / "spark-child.log"
+    with open(log_path, "wb") as log:
+        child = subprocess.Popen(cmd, cwd=str(REPO), env=env, stdout=log, stderr=subprocess.STDOUT)
+        with PeakRss(child.pid) as rss:
+            try:
+                code = child.wait(timeout)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+                raise
+    wall = time.perf_counter() - started
+    if code != 0 or not result_path.exists():
+        tail = log_path.read_text(errors="replace")[-4000:]
+        raise RuntimeError(f"spark child exited {code}; see {log_path}:\n{tail}")
+    result = json.loads(result_path.read_text())
+    total = _topic_message_count(bootstrap, topic)
+    result.update(events=total, events_per_second=total / result["seconds"], peak_rss_mb=rss.peak_mb,
+                  wall_seconds=wall)
+    return result
+
+
+def _child(args) -> None:
+    started = time.perf_counter()
+    spark = spark_session()
+    startup = time.perf_counter() - started
+    try:
+        result = run_queries(spark, args.bootstrap_servers, args.topic, args.workdir, jdbc_url=args.jdbc_url)
+    finally:
+        spark.stop()
+    result["startup_seconds"] = startup
+    Path(args.result).write_text(json.dumps(result))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Stand-alone: produce, run, print
+
+def produce_bench_topic(bootstrap: str, count: int, partitions: int = 8, topic: Optional[str] = None,
+                        seed: int = 42):
+    """The benchmark's input: `count` hits on `partitions` partitions, 50 zipcodes (Zipf), 1% late by up to 5 min,
+    0.1% malformed, over 3 hours of event time."""
+    from hitstream.generator import ProduceSpec, produce
+
+    topic = topic or f"bench-spark-{uuid.uuid4().hex[:8]}"
+    return produce(ProduceSpec(topic=topic, bootstrap_servers=bootstrap, count=count, partitions=partitions,
+                               zipcodes=50, late_share=0.01, late_by_seconds=300, malformed_share=0.001,
+                               event_time_start_ms=1795478400000, event_time_span_seconds=3 * 3600, seed=seed,
+                               keep_events=False))
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--bootstrap-servers", default="127.0.0.1:9092")
+    parser.add_argument("--count", type=int, default=1_000_000, help="hits to produce (default: 1M)")
+    parser.add_argument("--partitions", type=int, default=8)
+    parser.add_argument("--topic", default=None, help="an existing topic to read instead of producing one")
+    parser.add_argument("--repeat", type=int, default=1, help="runs over the same topic; the median is shown")
+    parser.add_argument("--workdir", default=None, help="checkpoints, Parquet output (default: a temp dir)")
+    parser.add_argument("--jdbc-url", default="default",
+                        help="SQLAlchemy URL of MariaDB/MySQL (default: the local stack's); 'none' to skip")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--result", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        _child(args)
+        return
+    jdbc_url = None if args.jdbc_url == "none" else args.jdbc_url
+    topic = args.topic
+    if topic is None:
+        report = produce_bench_topic(args.bootstrap_servers, args.count, args.partitions)
+        topic = report.topic
+        print(f"produced {report.produced} messages ({report.malformed} malformed) to {topic} "
+              f"in {report.seconds:.1f}s", flush=True)
+    with tempfile.TemporaryDirectory(prefix="hitstream-spark-bench-", dir=args.workdir) as work:
+        runs = []
+        for i in range(args.repeat):
+            runs.append(run_spark_blog(args.bootstrap_servers, topic, str(Path(work) / f"r{i}"), jdbc_url=jdbc_url))
+            print(f"run {i + 1}: {json.dumps(runs[-1], default=str)}", flush=True)
+    runs.sort(key=lambda r: r["events_per_second"])
+    median = runs[len(runs) // 2]
+    print("\n| contender | events | seconds | events/s | start-up s | peak RSS MB |\n|---|---|---|---|---|---|")
+    print(f"| Spark {_pyspark_version()} Structured Streaming, local[2], availableNow | {median['events']:,} | "
+          f"{median['seconds']:.1f} | {median['events_per_second']:,.0f} | {median['startup_seconds']:.1f} | "
+          f"{median['peak_rss_mb']:,.0f} |")
+    print(f"rows: {median['rows']}")
+
+
+def _pyspark_version() -> str:
+    try:
+        import pyspark
+        return pyspark.__version__
+    except ImportError:
+        return "?"
+
+
+if __name__ == "__main__":
+    main()
