@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import operator
 import random
 import time
 from typing import Callable, Dict, Hashable, Iterator, List, Optional, Sequence, Tuple, Type
@@ -46,12 +47,24 @@ _KAFKA_COORDINATES = ("topic", "partition", "offset")
 
 def idempotency_key(row: tuple) -> Tuple[Hashable, ...]:
     """The identity of a row across retries and replays (see the module docstring)."""
-    fields = getattr(row, "_fields", ())
+    key_fn = _KEY_FNS.get(type(row))
+    if key_fn is None:
+        key_fn = _KEY_FNS[type(row)] = _key_fn(type(row))
+    return key_fn(row)
+
+
+def _key_fn(row_type: type) -> Callable[[tuple], Tuple[Hashable, ...]]:
+    fields = tuple(getattr(row_type, "_fields", ()))
     if all(name in fields for name in _KAFKA_COORDINATES):
-        return (row.topic, row.partition, row.offset)
+        get = operator.attrgetter(*_KAFKA_COORDINATES)
+        return get
     if fields and fields[-1] == "count":
-        return tuple(row[:-1])
-    return tuple(row)
+        width = len(fields) - 1
+        return lambda row: tuple(row[:width])
+    return tuple
+
+
+_KEY_FNS: Dict[type, Callable[[tuple], Tuple[Hashable, ...]]] = {}
 
 
 def key_columns_of(row: tuple) -> Tuple[str, ...]:

@@ -48,10 +48,12 @@ import datetime
 import fcntl
 import hashlib
 import logging
+import operator
 import os
 import re
 import threading
 import time
+import typing
 import urllib.parse
 import uuid
 from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Type
@@ -241,8 +243,7 @@ class CommitLog:
 
     def committed(self, row: tuple) -> bool:
         """Whether `row` (by Kafka coordinates, else by idempotency key) is already in the files."""
-        fields = row._fields
-        if "offset" in fields and "partition" in fields and "topic" in fields:
+        if "offset" in row._fields:
             ranges = self._offsets.get((row.topic, row.partition))
             return ranges is not None and row.offset in ranges
         return _key_json(idempotency_key(row)) in self._keys
@@ -338,6 +339,19 @@ def partition_value(row: tuple, column: str) -> Optional[str]:
     return str(value)
 
 
+def _partition_values_fn(row_type: type, columns: Sequence[str]):
+    """row -> its partition values; a plain attrgetter when every column is a string field (the common case)."""
+    fields = getattr(row_type, "_fields", ())
+    try:
+        hints = typing.get_type_hints(row_type)
+    except Exception:  # an unresolvable annotation: take the general path
+        hints = {}
+    if columns and all(c in fields and hints.get(c) in (str, Optional[str]) for c in columns):
+        get = operator.attrgetter(*columns)
+        return (lambda row: (get(row),)) if len(columns) == 1 else get
+    return lambda row: tuple(partition_value(row, c) for c in columns)
+
+
 def partition_dir(columns: Sequence[str], values: Sequence[Optional[str]]) -> str:
     return os.path.join(*(f"{c}={HIVE_NULL if v is None else urllib.parse.quote(v, safe='')}"
                           for c, v in zip(columns, values))) if columns else ""
@@ -404,8 +418,9 @@ class ParquetWriter(SinkWriter):
 
     def _write_temp_files(self, txn: str, rows: List[tuple]) -> List[List[str]]:
         groups: Dict[Tuple[Optional[str], ...], List[tuple]] = {}
+        values_of = _partition_values_fn(type(rows[0]), self._partition_by)
         for row in rows:
-            groups.setdefault(tuple(partition_value(row, c) for c in self._partition_by), []).append(row)
+            groups.setdefault(values_of(row), []).append(row)
         schema = schema_of(type(rows[0]), rows[0])
         data_schema = pa.schema([f for f in schema if f.name not in self._partition_by])
         files = []
