@@ -37,7 +37,7 @@ from apache_beam.transforms.core import RestrictionProvider, WatermarkEstimatorP
 from apache_beam.utils.timestamp import MIN_TIMESTAMP, Duration, Timestamp
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
-from transforms.rows import CREATE_TIME, LOG_APPEND_TIME, KafkaRecord
+from transforms.rows import CREATE_TIME, LOG_APPEND_TIME, KafkaBatch, KafkaRecord
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -82,6 +82,7 @@ class KafkaSourceConfig:
     watermark_delay_seconds: float = 0.0
     max_read_seconds: float = 1.0  # one process() call; bounds latency to the runner
     partition_discovery_seconds: float = 10.0  # subscribePattern in streaming: how often to look for new topics
+    batched: bool = False  # emit one KafkaBatch per poll instead of one KafkaRecord per message
     idle_poll_seconds: float = 0.2
 
     def __post_init__(self):
@@ -447,6 +448,7 @@ class ReadPartitionsFn(beam.DoFn):
         past_stop = False  # a record at or beyond the restriction's stop: a bounded read is complete
         while not past_stop:
             messages = consumer.consume(num_messages=min(budget - claimed, 1000), timeout=config.idle_poll_seconds)
+            outputs = []
             for message in messages:
                 error = message.error()
                 if error is not None:
@@ -457,7 +459,12 @@ class ReadPartitionsFn(beam.DoFn):
                     break
                 next_offset = message.offset() + 1
                 claimed += 1
-                yield self._to_output(message, watermark)
+                outputs.append(self._to_output(message, watermark))
+            if config.batched:
+                if outputs:
+                    yield _as_batch(outputs, watermark.current_watermark())
+            else:
+                yield from outputs
             self._remember(spec, consumer, next_offset)
             if not messages or claimed >= budget or time.monotonic() >= deadline:
                 break
@@ -551,6 +558,13 @@ class ReadPartitionsFn(beam.DoFn):
         finalizer.register(commit)
 
 
+def _as_batch(outputs: list, watermark: Timestamp) -> beam.window.TimestampedValue:
+    """One KafkaBatch, timestamped at its earliest record but never behind the partition's reported watermark, so
+    no runner treats the batch as late. Windowed queries re-stamp what they take from it with event times."""
+    earliest = min(out.timestamp for out in outputs)
+    return beam.window.TimestampedValue(KafkaBatch(tuple(out.value for out in outputs)), max(earliest, watermark))
+
+
 @beam.DoFn.unbounded_per_element()
 class ReadPartitionsUnboundedFn(ReadPartitionsFn):
     """The streaming read: each partition is an unbounded restriction."""
@@ -579,7 +593,8 @@ class ReadFromKafka(beam.PTransform):
             read_fn = ReadPartitionsUnboundedFn(config)
         return (specs
                 | "SpreadPartitions" >> beam.Reshuffle()
-                | "ReadPartitions" >> beam.ParDo(read_fn).with_output_types(KafkaRecord))
+                | "ReadPartitions" >> beam.ParDo(read_fn).with_output_types(
+                    KafkaBatch if config.batched else KafkaRecord))
 
     def _streaming_specs(self, pbegin):
         config = self._config

@@ -29,7 +29,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
-from transforms.rows import DeadLetter, Hit, KafkaRecord
+from transforms.rows import DeadLetter, Hit, HitBatch, KafkaBatch, KafkaRecord
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -146,6 +146,23 @@ def to_micros(moment: datetime.datetime) -> int:
     return (moment - _EPOCH) // _ONE_MICROSECOND
 
 
+def parse_record(record: KafkaRecord) -> Union[Hit, DeadLetter]:
+    """One record as a Hit, or as a DeadLetter saying which rule it broke. Never raises."""
+    try:
+        fields = parse_value(record.value)
+        return Hit(
+            fields["hittime"], fields["zipcode"], fields["isp"], fields["ip"], fields["city"], fields["state"],
+            fields["country"], fields["user_id"], fields["url"], fields["day"],
+            record.topic, record.partition, record.offset, record.timestamp, bool(record.late))
+    except ParseError as err:
+        return _dead_letter(record, str(err))
+    except Exception as err:  # pylint: disable=broad-except
+        # Not a rule we know: still one dead letter with the reason, never a crashed bundle that the runner
+        # would retry forever on the same poisoned message.
+        _LOGGER.warning("Unexpected parse failure: %r", err)
+        return _dead_letter(record, f"unexpected {type(err).__name__}: {err}")
+
+
 class ParseHitFn(beam.DoFn):
     """KafkaRecord -> Hit (main output, timestamped at hittime) or DeadLetter (tagged `dead_letter`)."""
 
@@ -153,25 +170,31 @@ class ParseHitFn(beam.DoFn):
         self._dead_letters = Metrics.counter(METRICS_NAMESPACE, "dead_letters")
 
     def process(self, record: KafkaRecord) -> Iterator[Union[TimestampedValue, pvalue.TaggedOutput]]:
-        try:
-            fields = parse_value(record.value)
-            hit = Hit(
-                fields["hittime"], fields["zipcode"], fields["isp"], fields["ip"], fields["city"], fields["state"],
-                fields["country"], fields["user_id"], fields["url"], fields["day"],
-                record.topic, record.partition, record.offset, record.timestamp, bool(record.late))
-            stamped = TimestampedValue(hit, Timestamp(micros=to_micros(fields["hittime"])))
-        except ParseError as err:
-            error = str(err)
-        except Exception as err:  # pylint: disable=broad-except
-            # Not a rule we know: still one dead letter with the reason, never a crashed bundle that the runner
-            # would retry forever on the same poisoned message.
-            _LOGGER.warning("Unexpected parse failure: %r", err)
-            error = f"unexpected {type(err).__name__}: {err}"
+        parsed = parse_record(record)
+        if isinstance(parsed, Hit):
+            yield TimestampedValue(parsed, Timestamp(micros=to_micros(parsed.hittime)))
         else:
-            yield stamped
-            return
-        self._dead_letters.inc()
-        yield pvalue.TaggedOutput(DEAD_LETTER_TAG, _dead_letter(record, error))
+            self._dead_letters.inc()
+            yield pvalue.TaggedOutput(DEAD_LETTER_TAG, parsed)
+
+
+class ParseHitBatchFn(beam.DoFn):
+    """KafkaBatch -> one HitBatch (main output, keeping the batch's timestamp) and a DeadLetter per bad record."""
+
+    def __init__(self) -> None:
+        self._dead_letters = Metrics.counter(METRICS_NAMESPACE, "dead_letters")
+
+    def process(self, batch: KafkaBatch) -> Iterator[Union[HitBatch, pvalue.TaggedOutput]]:
+        hits = []
+        for record in batch.records:
+            parsed = parse_record(record)
+            if isinstance(parsed, Hit):
+                hits.append(parsed)
+            else:
+                self._dead_letters.inc()
+                yield pvalue.TaggedOutput(DEAD_LETTER_TAG, parsed)
+        if hits:
+            yield HitBatch(tuple(hits))
 
 
 def _dead_letter(record: Any, error: str) -> DeadLetter:
@@ -198,12 +221,19 @@ class ParseResult:
 
 
 class ParseHits(beam.PTransform):
-    """PCollection[KafkaRecord] -> ParseResult(good: PCollection[Hit], dead_letter: PCollection[DeadLetter])."""
+    """PCollection[KafkaRecord] -> ParseResult(good: PCollection[Hit], dead_letter: PCollection[DeadLetter]).
+
+    With `batched=True` it takes KafkaBatch elements and `good` holds HitBatch elements (the fast path)."""
+
+    def __init__(self, batched: bool = False, label: Optional[str] = None) -> None:
+        super().__init__(label)
+        self._batched = batched
 
     def expand(self, records: beam.PCollection) -> ParseResult:  # type: ignore[override]
-        outputs = records | "ParseHit" >> beam.ParDo(ParseHitFn()).with_outputs(DEAD_LETTER_TAG, main="good")
+        fn = ParseHitBatchFn() if self._batched else ParseHitFn()
+        outputs = records | "ParseHit" >> beam.ParDo(fn).with_outputs(DEAD_LETTER_TAG, main="good")
         good = outputs.good
-        good.element_type = Hit
+        good.element_type = HitBatch if self._batched else Hit
         dead_letter = outputs[DEAD_LETTER_TAG]
         dead_letter.element_type = DeadLetter
         return ParseResult(good=good, dead_letter=dead_letter)

@@ -19,17 +19,21 @@ years 1..9999 that WindowCount's datetime bounds can hold.
 """
 from __future__ import annotations
 
+import collections
 import datetime
 import logging
-from typing import Iterator, Optional, Tuple, Union
+import operator
+from typing import Any, Dict, Iterator, Optional, Tuple, Union
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
-from apache_beam.transforms.window import GlobalWindows, IntervalWindow, SlidingWindows, WindowFn
+from apache_beam.transforms.window import GlobalWindows, IntervalWindow, SlidingWindows, TimestampedValue, WindowFn
+from apache_beam.utils.timestamp import Timestamp
 
 from transforms.output_modes import (
     CompleteTable, EmitChanged, OutputConfig, OutputMode, QueryKind, parse_duration)
-from transforms.rows import Hit, IspCount, WindowCount, ZipCount
+from transforms.parse import to_micros
+from transforms.rows import Hit, HitBatch, IspCount, WindowCount, ZipCount
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -95,14 +99,52 @@ class ToWindowCountFn(beam.DoFn):
             total[0], total[1])
 
 
+class PreAggregateFn(beam.DoFn):
+    """HitBatch -> (key, n) partial counts, the fast path's replacement for DropLate + KeyBy.
+
+    Global-window queries count per key and keep the batch's timestamp. Windowed queries drop and count late hits
+    as DropLateFn does, then count per (key, slide bucket): when the size is a multiple of the period, every hit of
+    one period-aligned bucket belongs to the same sliding windows, so one partial count per bucket is exact. The
+    partial is stamped with the earliest hittime in it, which lies in the bucket and, being on time, is never
+    behind the source's watermark.
+    """
+
+    def __init__(self, key_field: str, window: Optional[Tuple[float, float, float]] = None) -> None:
+        self._key_field = key_field
+        self._window = window
+        self._drop_late = DropLateFn(window[0] if window else None)
+
+    def process(self, batch: HitBatch, timestamp=beam.DoFn.TimestampParam) -> Iterator[Any]:
+        key_of = operator.attrgetter(self._key_field)
+        if self._window is None:
+            for key, n in collections.Counter(key_of(hit) for hit in batch.hits).items():
+                yield key, n
+            return
+        size, period, offset = (int(round(v * 1e6)) for v in self._window)
+        bucket_us = period if size % period == 0 else 1  # else: one partial per exact timestamp
+        groups: Dict[tuple, list] = {}
+        for hit in batch.hits:
+            for kept in self._drop_late.process(hit):
+                micros = to_micros(kept.hittime)
+                group = groups.setdefault((key_of(kept), (micros - offset) // bucket_us), [0, micros])
+                group[0] += 1
+                group[1] = min(group[1], micros)
+        for (key, _), (n, earliest) in groups.items():
+            yield TimestampedValue((key, n), Timestamp(micros=earliest))
+
+
 class _CountQuery(beam.PTransform):
     """Shared wiring: [DropLate] -> KeyBy -> Window (mode's trigger) -> Count -> [EmitChanged] -> ToRows ->
     [CompleteTable]. Subclasses say what the key is, which windows, and which row."""
     QUERY = ""
     KIND = QueryKind.AGGREGATION
 
-    def __init__(self, output: Optional[OutputConfig] = None, label: Optional[str] = None) -> None:
+    KEY_FIELD = ""
+
+    def __init__(self, output: Optional[OutputConfig] = None, label: Optional[str] = None,
+                 batched: bool = False) -> None:
         super().__init__(label)
+        self._batched = batched  # input is HitBatch (the fast path) rather than Hit
         self._output = output if output is not None else OutputConfig()
         self._output.validate(self.KIND, self.QUERY)
         _LOGGER.debug("%s: %s", self.QUERY, self._output)
@@ -120,19 +162,27 @@ class _CountQuery(beam.PTransform):
     def _window_size(self) -> Optional[float]:
         return None
 
+    def _window_params(self) -> Optional[Tuple[float, float, float]]:
+        return None
+
     def _to_rows(self) -> beam.PTransform:
         raise NotImplementedError
 
     def expand(self, hits: beam.PCollection) -> beam.PCollection:
-        if self.KIND is QueryKind.WINDOWED_AGGREGATION:
-            # Before windowing: a late hit must not reach a window, and must be counted where it is dropped.
-            hits = hits | "DropLate" >> beam.ParDo(DropLateFn(self._window_size())).with_output_types(Hit)
-        key_label, key_step = self._key()
+        if self._batched:
+            keyed = hits | "PreAggregate" >> beam.ParDo(PreAggregateFn(self.KEY_FIELD, self._window_params()))
+            count = sum  # of partial counts
+        else:
+            if self.KIND is QueryKind.WINDOWED_AGGREGATION:
+                # Before windowing: a late hit must not reach a window, and must be counted where it is dropped.
+                hits = hits | "DropLate" >> beam.ParDo(DropLateFn(self._window_size())).with_output_types(Hit)
+            key_label, key_step = self._key()
+            keyed = hits | key_label >> key_step
+            count = beam.combiners.CountCombineFn()
         totals = (
-            hits
-            | key_label >> key_step
+            keyed
             | "Window" >> self._output.aggregation_windowing(self._window_fn())
-            | "Count" >> beam.CombinePerKey(beam.combiners.CountCombineFn()))
+            | "Count" >> beam.CombinePerKey(count))
         if self._output.filters_unchanged:
             totals = totals | "EmitChanged" >> EmitChanged()
         rows = totals | "ToRows" >> self._to_rows()
@@ -144,6 +194,7 @@ class _CountQuery(beam.PTransform):
 class ZipCounts(_CountQuery):
     """PCollection[Hit] -> ZipCount rows (update) or Snapshots of them (complete): hits per zipcode, all time."""
     QUERY = "zip_counts"
+    KEY_FIELD = "zipcode"
 
     def _key(self) -> Tuple[str, beam.PTransform]:
         return "KeyByZipcode", beam.Map(_zipcode_one).with_output_types(Tuple[str, int])
@@ -155,6 +206,7 @@ class ZipCounts(_CountQuery):
 class IspCounts(_CountQuery):
     """PCollection[Hit] -> IspCount rows (update) or Snapshots of them (complete). A null ISP is its own group."""
     QUERY = "isp_counts"
+    KEY_FIELD = "isp"
 
     def _key(self) -> Tuple[str, beam.PTransform]:
         return "KeyByIsp", beam.Map(_isp_one).with_output_types(Tuple[Optional[str], int])
@@ -171,6 +223,7 @@ class ZipWindowCounts(_CountQuery):
     past the hour: [12:02, 12:12), [12:07, 12:17), ... Durations are seconds or strings such as "10 minutes".
     """
     QUERY = "zip_window_counts"
+    KEY_FIELD = "zipcode"
     KIND = QueryKind.WINDOWED_AGGREGATION
 
     def __init__(
@@ -179,8 +232,9 @@ class ZipWindowCounts(_CountQuery):
             period: Union[float, str] = DEFAULT_WINDOW_PERIOD,
             offset: Union[float, str] = DEFAULT_WINDOW_OFFSET,
             output: Optional[OutputConfig] = None,
-            label: Optional[str] = None) -> None:
-        super().__init__(output, label)
+            label: Optional[str] = None,
+            batched: bool = False) -> None:
+        super().__init__(output, label, batched)
         self.size = parse_duration(size)
         self.period = parse_duration(period)
         self.offset = parse_duration(offset)
@@ -201,6 +255,9 @@ class ZipWindowCounts(_CountQuery):
 
     def _window_size(self) -> Optional[float]:
         return self.size
+
+    def _window_params(self) -> Optional[Tuple[float, float, float]]:
+        return self.size, self.period, self.offset
 
     def _to_rows(self) -> beam.PTransform:
         return beam.ParDo(ToWindowCountFn()).with_output_types(WindowCount)

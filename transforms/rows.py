@@ -31,6 +31,13 @@ class KafkaRecord(NamedTuple):
     late: bool = False
 
 
+class KafkaBatch(NamedTuple):
+    """Records of one partition read in one poll, carried as one Beam element (the fast path: Beam's cost is per
+    element, so a batch of a thousand records pays it once). Its element timestamp is the earliest on-time event
+    time in it."""
+    records: tuple  # of KafkaRecord
+
+
 class Hit(NamedTuple):
     """A parsed ISP hit: the `hits` query's row."""
     hittime: datetime.datetime  # UTC, timezone-aware
@@ -48,6 +55,11 @@ class Hit(NamedTuple):
     offset: int
     kafka_timestamp: int  # epoch milliseconds
     late: bool = False
+
+
+class HitBatch(NamedTuple):
+    """The parsed hits of one KafkaBatch."""
+    hits: tuple  # of Hit
 
 
 class DeadLetter(NamedTuple):

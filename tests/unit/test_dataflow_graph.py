@@ -24,7 +24,7 @@ def test_streaming_job_graph_has_stable_steps_windowing_and_setup_py():
     names = {t.unique_name for t in components.transforms.values()}
     for step in ("Read/ResolvePartitions", "Read/SpreadPartitions", "Read/ReadPartitions", "Parse/ParseHit",
                  "ZipCountsComplete/Count", "ZipCountsComplete/CompleteTable", "IspCountsUpdate/Count",
-                 "ZipWindowCountsUpdate/DropLate", "ZipWindowCountsUpdate/Window", "ZipWindowCountsUpdate/Count",
+                 "ZipWindowCountsUpdate/PreAggregate", "ZipWindowCountsUpdate/Window", "ZipWindowCountsUpdate/Count",
                  "WriteConsoleZipWindowCountsUpdate"):
         assert step in names, step
 
