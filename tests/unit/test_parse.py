@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import datetime
-import os
 import random
 
 import apache_beam as beam
@@ -14,6 +13,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
+from stack.prism import prism_path
 from transforms.parse import (
     DEAD_LETTER_TAG, ParseError, ParseHitFn, ParseHits, ParseResult, parse_value, to_micros)
 from transforms.rows import CREATE_TIME, DeadLetter, Hit, KafkaRecord
@@ -21,7 +21,7 @@ from transforms.rows import CREATE_TIME, DeadLetter, Hit, KafkaRecord
 pytestmark = pytest.mark.timeout(120)
 
 UTC = datetime.timezone.utc
-PRISM = os.environ.get("HITSTREAM_PRISM", "/tmp/probe/gobin/prism")
+PRISM = prism_path()  # built by scripts/setup (stack.prism)
 
 BLOG_HIT = (b'{"hittime": "2026-11-23T19:02:41.123Z", "zipcode": "94107", "isp": "Comcast", "ip": "73.15.2.9", '
             b'"city": "San Francisco", "state": "CA", "country": "US", "user_id": "u-8812", "url": "/watch?v=1"}')
@@ -192,8 +192,7 @@ class _WithTimestampFn(beam.DoFn):
 
 RUNNERS = [
     pytest.param(["--runner=FnApiRunner"], id="fnapi"),
-    pytest.param(["--runner=PrismRunner", f"--prism_location={PRISM}", "--environment_type=LOOPBACK"], id="prism",
-                 marks=pytest.mark.skipif(not os.path.exists(PRISM), reason=f"no Prism binary at {PRISM}")),
+    pytest.param(["--runner=PrismRunner", f"--prism_location={PRISM}", "--environment_type=LOOPBACK"], id="prism"),
 ]
 
 

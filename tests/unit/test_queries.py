@@ -10,7 +10,6 @@ intervals per snapshot (one for the aggregation's early pane, one for the table'
 from __future__ import annotations
 
 import datetime
-import os
 from typing import Dict, List, Optional
 
 import apache_beam as beam
@@ -23,6 +22,7 @@ from apache_beam.testing.util import assert_that, equal_to, equal_to_per_window
 from apache_beam.transforms.window import IntervalWindow, TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
+from stack.prism import prism_path
 from transforms.output_modes import OutputConfig, UnsupportedOperationError
 from transforms.parse import to_micros
 from transforms.queries import IspCounts, ZipCounts, ZipWindowCounts
@@ -31,7 +31,7 @@ from transforms.rows import Hit, IspCount, Snapshot, WindowCount, ZipCount
 pytestmark = pytest.mark.timeout(300)
 
 UTC = datetime.timezone.utc
-PRISM = os.environ.get("HITSTREAM_PRISM", "/tmp/probe/gobin/prism")
+PRISM = prism_path()  # built by scripts/setup (stack.prism)
 
 
 def at(clock: str) -> datetime.datetime:
@@ -325,13 +325,11 @@ def test_step_labels_are_stable():
 
 # --- the same results on Prism -----------------------------------------------------------------------------------
 
-@pytest.mark.skipif(not os.path.exists(PRISM), reason=f"no Prism binary at {PRISM}")
 def prism_options(*extra: str) -> PipelineOptions:
     return PipelineOptions([
         "--runner=PrismRunner", f"--prism_location={PRISM}", "--environment_type=LOOPBACK", *extra])
 
 
-@pytest.mark.skipif(not os.path.exists(PRISM), reason=f"no Prism binary at {PRISM}")
 def test_zip_window_counts_append_on_prism_test_stream_counts_late_hits():
     # The append stream above, on Prism: same windows, and both late hits counted (one behind the watermark).
     p = beam.Pipeline(options=prism_options("--streaming"))
@@ -340,7 +338,6 @@ def test_zip_window_counts_append_on_prism_test_stream_counts_late_hits():
     assert run_and_count_late(p) == 2
 
 
-@pytest.mark.skipif(not os.path.exists(PRISM), reason=f"no Prism binary at {PRISM}")
 def test_queries_available_now_on_prism():
     hits = [hit("a", "12:02:00.000"),  # [11:57, 12:07) and [12:02, 12:12)
             hit("b", "12:06:59.999"),  # [11:57, 12:07) and [12:02, 12:12)
@@ -365,3 +362,21 @@ def test_queries_available_now_on_prism():
     late = result.metrics().query(MetricsFilter().with_name("late_records"))["counters"]
     # Two windowed queries each drop (and count) the one late hit.
     assert sum(c.committed for c in late) == 2
+
+
+def test_pre_aggregated_fast_path_counts_equal_per_hit_counts():
+    """HitBatch input (the pipeline's fast path) gives the same windows and counts as one element per hit."""
+    from transforms.rows import HitBatch
+    hits = [hit("94107", "12:01:59.999"), hit("94107", "12:02"), hit("94107", "12:06:59.999"),
+            hit("10001", "12:07"), hit("10001", "12:12"), hit("94107", "12:03", late=True)]
+    # Windows of each on-time hit (size 10, period 5, offset 2 min):
+    #   12:01:59.999 -> [11:52, 12:02), [11:57, 12:07); 12:02 and 12:06:59.999 -> [11:57, 12:07), [12:02, 12:12)
+    #   12:07 -> [12:02, 12:12), [12:07, 12:17); 12:12 -> [12:07, 12:17), [12:12, 12:22)
+    expected = [wc("11:52", "12:02", "94107", 1), wc("11:57", "12:07", "94107", 3), wc("12:02", "12:12", "94107", 2),
+                wc("12:02", "12:12", "10001", 1), wc("12:07", "12:17", "10001", 2), wc("12:12", "12:22", "10001", 1)]
+    output = OutputConfig("append", "available-now", "10 minutes")
+    with TestPipeline(runner="FnApiRunner") as p:
+        batches = p | beam.Create([HitBatch(tuple(hits[:3])), HitBatch(tuple(hits[3:]))])
+        assert_that(batches | ZipWindowCounts(output=output, batched=True), equal_to(expected))
+        assert_that(batches | "Zip" >> ZipCounts(OutputConfig("update", "available-now"), batched=True),
+                    equal_to([ZipCount("94107", 4), ZipCount("10001", 2)]), label="ZipTotals")
