@@ -183,10 +183,12 @@ def _wait_streaming(result, run_seconds: float) -> int:
     signal.signal(signal.SIGTERM, request_stop)
     deadline = time.monotonic() + run_seconds if run_seconds else None
     try:
+        # Poll the state: a portable result's wait_until_finish(duration) cannot be called twice (gRPC error 8).
         while not stop["now"] and (deadline is None or time.monotonic() < deadline):
-            state = result.wait_until_finish(duration=1000)
+            state = result.state
             if state in (PipelineState.DONE, PipelineState.FAILED, PipelineState.CANCELLED):
                 return 0 if state == PipelineState.DONE else 1
+            time.sleep(0.5)
     except KeyboardInterrupt:
         pass
     result.cancel()
