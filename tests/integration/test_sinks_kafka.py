@@ -4,7 +4,6 @@ dead letters keep their raw bytes."""
 from __future__ import annotations
 
 import base64
-import threading
 import time
 import uuid
 

@@ -15,7 +15,6 @@ import sys
 import textwrap
 import threading
 import time
-import uuid
 from pathlib import Path
 
 import apache_beam as beam

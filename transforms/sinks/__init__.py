@@ -23,10 +23,11 @@ def _modes(options, kind: str, query: str) -> set:
 def _foreach(options, query: str) -> beam.PTransform:
     from transforms.sinks.foreach import (
         ForeachWriter, KafkaAndSqliteFanOut, WriteToForeach, WriteToForeachBatch)
+    from transforms.sinks.jdbc import DEFAULT_URL
     spec: Optional[str] = getattr(options, "foreach_writer", None)
     if not spec:
         return WriteToForeach(KafkaAndSqliteFanOut(
-            options.bootstrap_servers, options.output_topic, options.jdbc_url or _default_sqlite(options),
+            options.bootstrap_servers, options.output_topic, options.jdbc_url or DEFAULT_URL,
             options.jdbc_table, query=query), name=query)
     module_name, sep, attr = spec.partition(":")
     if not sep:
@@ -37,11 +38,6 @@ def _foreach(options, query: str) -> beam.PTransform:
     if callable(target):
         return WriteToForeachBatch(target, name=query)
     raise ValueError(f"--foreach-writer {spec!r} is neither a ForeachWriter subclass nor a function")
-
-
-def _default_sqlite(options) -> str:
-    from transforms.sinks.jdbc import DEFAULT_URL
-    return DEFAULT_URL
 
 
 def sink_for(kind: str, query: str, options) -> beam.PTransform:

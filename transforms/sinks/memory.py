@@ -49,8 +49,8 @@ MAX_QUERY_CHARS = 20_000
 
 _TABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 # DuckDB settings of every connection here: no file system, no Python-variable scans, UTC.
-_SAFE_CONFIG = {"enable_external_access": False, "python_enable_replacements": False, "autoinstall_known_extensions":
-                False, "autoload_known_extensions": False}
+_SAFE_CONFIG = {"enable_external_access": False, "python_enable_replacements": False,
+                "autoinstall_known_extensions": False, "autoload_known_extensions": False}
 _RUNNER_NAMES_LOCAL = {"prismrunner", "directrunner", "switchingdirectrunner", "bundlebaseddirectrunner",
                        "fnapirunner", "interactiverunner", "testdirectrunner"}
 

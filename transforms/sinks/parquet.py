@@ -62,7 +62,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from transforms.rows import DeadLetter, Hit, Snapshot, WindowCount
+from transforms.rows import DeadLetter, Hit, Snapshot
 from transforms.sinks.base import RetryPolicy, Sink, SinkWriter, idempotency_key
 from transforms.sinks.tables import schema_of, to_arrow, utc_day
 
