@@ -211,7 +211,7 @@ def run_queries(spark, bootstrap: str, topic: str, workdir: str, jdbc_url: Optio
     work = Path(workdir)
     checkpoints = work / "checkpoints"
     hits_path = work / "hits"
-    output_topic = output_topic or f"{topic}-spark-counts"
+    output_topic = output_topic or f"{topic}-spark-counts-{uuid.uuid4().hex[:8]}"
     from hitstream.generator import ensure_topic
     ensure_topic(bootstrap, output_topic, 1)
     jdbc = JdbcCompleteWriter(jdbc_url, jdbc_table) if jdbc_url else None
