@@ -18,14 +18,22 @@ import logging
 import threading
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable, Dict, NamedTuple, Optional, Tuple
 
 _LOGGER = logging.getLogger(__name__)
 
 MAX_ROW_LIMIT = 10_000
 
-# path -> handler(query parameters) -> (HTTP status, JSON-able body)
+# path -> handler(query parameters) -> (HTTP status, JSON-able body, or Raw for a file such as the dashboard's)
 Route = Callable[[Dict[str, str]], Tuple[int, object]]
+
+
+class Raw(NamedTuple):
+    """A non-JSON reply body: the bytes and their Content-Type."""
+    data: bytes
+    content_type: str
+
+
 _ROUTES: Dict[str, Route] = {}
 _SERVERS: Dict[Tuple[str, int], ThreadingHTTPServer] = {}
 _LOCK = threading.Lock()
@@ -77,9 +85,10 @@ class _Handler(BaseHTTPRequestHandler):
         self._reply(status, body)
 
     def _reply(self, status: int, body: object) -> None:
-        data = json.dumps(body, default=str).encode()
+        raw = body if isinstance(body, Raw) else Raw(json.dumps(body, default=str).encode(), "application/json")
+        data = raw.data
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", raw.content_type)
         self.send_header("Content-Length", str(len(data)))
         self.send_header("Cache-Control", "no-store")
         self.end_headers()

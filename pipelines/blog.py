@@ -25,6 +25,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.runner import PipelineState
 
 import runners
+from hitstream import progress
 from pipelines.options import QUERIES, HitstreamOptions, Settings, check_reachable, first_bootstrap
 from transforms.kafka_source import KafkaSourceConfig, ReadFromKafka
 from transforms.output_modes import OutputConfig, OutputMode
@@ -166,11 +167,16 @@ def run(argv=None) -> int:
     except (ValueError, RuntimeError) as error:  # bad options, a missing runner or jar: say what to change
         print(f"hitstream run: {error}", file=sys.stderr)
         return 2
-    result = pipeline.run()
-    if not settings.streaming:
-        state = result.wait_until_finish()
-        return 0 if state == PipelineState.DONE else 1
-    return _wait_streaming(result, hs.run_seconds)
+    query = progress.start_for_job(hs, runner)  # progress records, --dashboard, the terminal panel on a TTY
+    try:
+        result = pipeline.run()
+        query.bind(result)
+        if not settings.streaming:
+            state = result.wait_until_finish()
+            return 0 if state == PipelineState.DONE else 1
+        return _wait_streaming(result, hs.run_seconds)
+    finally:
+        query.close()  # a last record, then the hooks turn off
 
 
 def _wait_streaming(result, run_seconds: float) -> int:

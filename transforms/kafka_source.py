@@ -37,6 +37,7 @@ from apache_beam.transforms.core import RestrictionProvider, WatermarkEstimatorP
 from apache_beam.utils.timestamp import MIN_TIMESTAMP, Duration, Timestamp
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
+from hitstream import progress
 from transforms.rows import CREATE_TIME, LOG_APPEND_TIME, KafkaBatch, KafkaRecord
 
 _LOGGER = logging.getLogger(__name__)
@@ -443,7 +444,8 @@ class ReadPartitionsFn(beam.DoFn):
         consumer = self._consumer_at(spec.topic, spec.partition, next_offset)
         watermark.start_call(self._delay_micros)
         budget = spec.share_per_trigger
-        deadline = time.monotonic() + config.max_read_seconds
+        started = time.monotonic()
+        deadline = started + config.max_read_seconds
         claimed = 0
         past_stop = False  # a record at or beyond the restriction's stop: a bounded read is complete
         while not past_stop:
@@ -475,6 +477,8 @@ class ReadPartitionsFn(beam.DoFn):
         _, high = consumer.get_watermark_offsets(TopicPartition(spec.topic, spec.partition), cached=True)
         if high >= 0:
             _HIGH_WATERMARKS[(spec.topic, spec.partition)] = high
+        progress.record_read(spec.topic, spec.partition, restriction.start, next_offset, claimed, high,
+                             watermark.get_estimator_state(), self._delay_micros, time.monotonic() - started)
         if past_stop:
             return
         if not messages:

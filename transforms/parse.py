@@ -29,6 +29,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
+from hitstream import progress
 from transforms.rows import DeadLetter, Hit, HitBatch, KafkaBatch, KafkaRecord
 
 _LOGGER = logging.getLogger(__name__)
@@ -171,6 +172,7 @@ class ParseHitFn(beam.DoFn):
 
     def process(self, record: KafkaRecord) -> Iterator[Union[TimestampedValue, pvalue.TaggedOutput]]:
         parsed = parse_record(record)
+        progress.record_parsed(1, (parsed,) if isinstance(parsed, Hit) else ())
         if isinstance(parsed, Hit):
             yield TimestampedValue(parsed, Timestamp(micros=to_micros(parsed.hittime)))
         else:
@@ -193,6 +195,7 @@ class ParseHitBatchFn(beam.DoFn):
             else:
                 self._dead_letters.inc()
                 yield pvalue.TaggedOutput(DEAD_LETTER_TAG, parsed)
+        progress.record_parsed(len(batch.records), hits)
         if hits:
             yield HitBatch(tuple(hits))
 

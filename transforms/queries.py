@@ -30,6 +30,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.transforms.window import GlobalWindows, IntervalWindow, SlidingWindows, TimestampedValue, WindowFn
 from apache_beam.utils.timestamp import Timestamp
 
+from hitstream import progress
 from transforms.output_modes import (
     CompleteTable, EmitChanged, OutputConfig, OutputMode, QueryKind, parse_duration)
 from transforms.parse import to_micros
@@ -63,6 +64,7 @@ class DropLateFn(beam.DoFn):
     def process(self, hit: Hit) -> Iterator[Hit]:
         if hit.late:
             self._late_records.inc()
+            progress.record_late()
             return
         if not self._earliest <= hit.hittime <= self._latest:
             _LOGGER.warning("Dropping hit at %s: its windows fall outside years 1..9999", hit.hittime)

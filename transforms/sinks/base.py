@@ -35,6 +35,7 @@ from typing import Callable, Dict, Hashable, Iterator, List, Optional, Sequence,
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
+from hitstream import progress
 from transforms.rows import Snapshot
 
 _LOGGER = logging.getLogger(__name__)
@@ -197,6 +198,7 @@ class SinkWriteFn(beam.DoFn):
             self._flush()  # keep arrival order between rows and snapshots
             self._call(lambda: self._writer.write_snapshot(element), "write_snapshot")
             self._rows_written.inc(len(element.rows))
+            progress.record_sink(self._name, element)
             return iter(())
         key = idempotency_key(element)
         seen = self._pending.get(key)
@@ -222,10 +224,12 @@ class SinkWriteFn(beam.DoFn):
         self._next_batch_id += 1
         self._pending = {}
         self._rows_written.inc(len(rows))
+        progress.record_sink(self._name, rows)
 
     def _call(self, fn: Callable[[], object], what: str) -> None:
         def on_error(attempt: int, error: BaseException, will_retry: bool) -> None:
             self._write_errors.inc()
+            progress.record_sink(self._name, errors=1)
             if will_retry:
                 self._retries.inc()
                 _LOGGER.warning("sink %s: %s failed (attempt %d), retrying: %s", self._name, what, attempt, error)
@@ -234,7 +238,9 @@ class SinkWriteFn(beam.DoFn):
                 _LOGGER.error("sink %s: %s failed (attempt %d), failing the bundle: %s",
                               self._name, what, attempt, error)
 
+        started = time.monotonic()
         call_with_retry(fn, policy=self._retry, is_transient=self._writer.is_transient, on_error=on_error)
+        progress.record_sink(self._name, seconds=time.monotonic() - started)
 
 
 class Sink(beam.PTransform):

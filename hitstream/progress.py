@@ -1,0 +1,662 @@
+"""Query progress, shaped like Spark's StreamingQueryProgress, for a job whose workers run in this process.
+
+Spark users read `query.status`, `query.lastProgress`, `query.recentProgress` and register a
+`StreamingQueryListener`. hitstream gives the same for a Beam job:
+
+    query = progress.start_query(name="blog:hits", interval=1.0)   # pipelines/blog.py does this in run()
+    result = pipeline.run(); query.bind(result)
+    query.last_progress     # dict, the newest progress record (None before the first)
+    query.recent_progress   # list of the last 100 records, oldest first
+    query.status            # {"message", "isDataAvailable", "isTriggerActive", "jobState"}
+    query.add_listener(fn)  # fn(progress_dict) per record, or an object with on_query_started /
+                            # on_query_progress / on_query_terminated (Spark's listener methods)
+    progress.STREAMS.add_listener(fn)  # every query of this process, like spark.streams.addListener
+
+The dashboard serves the same records as JSON: `/progress`, `/progress/recent`, `/status` (hitstream/dashboard.py).
+
+How it works. Hooks in the DoFns report into one process-global, thread-safe `REGISTRY`:
+
+* the Kafka source (`ReadPartitionsFn.process`): per read call, topic, partition, first and next offset, records
+  claimed, the partition's cached high watermark (log end), its watermark and the call's wall time;
+* parse: records parsed (every source's input rows), dead letters, and the hittime of each parsed hit;
+* the windowed queries: late records dropped (behind the watermark);
+* every sink (`SinkWriteFn`): rows written, failed attempts, write time, and the rows themselves, so the dashboard
+  can chart the current zip_counts / zip_window_counts whatever sink the job writes them to.
+
+A publisher thread snapshots and resets the interval counters every `interval` seconds (1 s by default; Beam has no
+per-trigger callback on the launcher, so a record covers one interval, not one trigger) and publishes a record:
+
+    id, runId, name, timestamp, batchId (the record's sequence number), numInputRows, inputRowsPerSecond,
+    processedRowsPerSecond, durationMs {getBatch: time in source read calls, which includes the parse and
+    pre-aggregation steps fused with them; addBatch: time in sink writes; triggerExecution: their sum},
+    eventTime {watermark, min, max, avg} (hittime of the interval's hits; watermark = the slowest partition's),
+    sources [{description, startOffset, endOffset, latestOffset {topic: {partition: offset}}, numInputRows,
+    inputRowsPerSecond, processedRowsPerSecond, lag {topic: {partition: n}}, metrics {min/avg/maxOffsetsBehindLatest}}],
+    sinks [{description, numOutputRows, errors, totalOutputRows, totalErrors}],
+    lateRows, deadLetterRows (this interval) and totalInputRows, totalLateRows, totalDeadLetterRows.
+
+Where it works. The hooks write to this process's memory, so the records are complete when the SDK workers run in
+the launching process: Prism and the DirectRunner (in-process engine), both with LOOPBACK, hitstream's presets.
+On Flink (and Spark) with `--environment_type=LOOPBACK` the Python workers are in-process too and progress works
+the same. With a remote harness (DOCKER or EXTERNAL environments, a Flink/Spark cluster, Dataflow) the DoFns run
+elsewhere: this registry sees nothing, every record shows zero rows and the dashboard stays empty; use the runner's
+own UI and Beam metrics (`hitstream/*` counters) there. Only one job per process should report at a time: the
+registry cannot tell two jobs' DoFns apart, so `start_query` resets it and the hooks do nothing when no query is
+active (so benchmarks pay nothing).
+
+Counts follow the bundles the runner ran: a bundle that fails and is retried is counted again, as Spark's metrics
+count a retried task. Sources other than Kafka (socket, directory) show input rows and event times but no offsets.
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import datetime
+import logging
+import os
+import sys
+import threading
+import time
+import uuid
+from typing import Any, Callable, Deque, Dict, Iterable, List, Optional, Tuple
+
+_LOGGER = logging.getLogger(__name__)
+
+DEFAULT_INTERVAL = 1.0
+RECENT_PROGRESS = 100  # Spark's spark.sql.streaming.numRecentProgressUpdates
+RESULT_WINDOWS = 12  # windows of zip_window_counts kept for the dashboard's pies
+_MIN_MICROS = -(2 ** 62)  # anything below is Beam's MIN_TIMESTAMP: no watermark yet
+
+
+def _iso(micros: Optional[float]) -> Optional[str]:
+    """Epoch microseconds -> Spark's timestamp text, 2026-11-23T19:02:41.123Z; None stays None."""
+    if micros is None:
+        return None
+    try:
+        moment = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc) + datetime.timedelta(
+            microseconds=int(micros))
+    except OverflowError:
+        return None
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _now_iso() -> str:
+    return _iso(time.time() * 1e6)
+
+
+# -- the registry the hooks write to ------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class _Partition:
+    next_offset: int  # the offset after the last record read
+    interval_start: int  # next_offset when the current interval began (or the first read's first offset)
+    latest: Optional[int] = None  # the log end offset (high watermark) last seen
+    watermark: Optional[int] = None  # micros; None until the partition reports one
+    rows: int = 0  # this interval
+    seconds: float = 0.0  # this interval, in read calls
+
+
+@dataclasses.dataclass
+class _Sink:
+    rows: int = 0
+    errors: int = 0
+    seconds: float = 0.0
+    total_rows: int = 0
+    total_errors: int = 0
+
+
+@dataclasses.dataclass
+class _Interval:
+    """What the hooks counted since the last snapshot."""
+    input_rows: int = 0
+    late_rows: int = 0
+    dead_letters: int = 0
+    read_calls: int = 0
+    read_seconds: float = 0.0
+    max_read_seconds: float = 0.0
+    event_min: Optional[float] = None  # micros
+    event_max: Optional[float] = None
+    event_sum: float = 0.0
+    event_count: int = 0
+
+
+# Row types of the blog's aggregations -> (query name, key of a row). Filled lazily: transforms.rows imports Beam.
+_RESULT_KEYS: Dict[type, Tuple[str, Callable[[tuple], tuple]]] = {}
+
+
+def _result_key(row: tuple) -> Optional[Tuple[str, Callable[[tuple], tuple]]]:
+    if not _RESULT_KEYS:
+        from transforms.rows import IspCount, WindowCount, ZipCount
+        _RESULT_KEYS[ZipCount] = ("zip_counts", lambda r: (r.zipcode,))
+        _RESULT_KEYS[IspCount] = ("isp_counts", lambda r: (r.isp,))
+        _RESULT_KEYS[WindowCount] = ("zip_window_counts", lambda r: (r.window_start, r.window_end, r.zipcode))
+    return _RESULT_KEYS.get(type(row))
+
+
+class ProgressRegistry:
+    """Counters the DoFns update (any thread) and the publisher snapshots. `active` is False until a query starts:
+    the hooks check it first and return, so a job without progress reporting pays one attribute read."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.active = False
+        self.reset()
+
+    def reset(self) -> None:
+        with self._lock:
+            self._interval = _Interval()
+            self._partitions: Dict[Tuple[str, int], _Partition] = {}
+            self._sinks: Dict[str, _Sink] = {}
+            self._results: Dict[str, Dict[tuple, tuple]] = {}
+            self._totals = {"input": 0, "late": 0, "dead": 0}
+
+    # hooks ------------------------------------------------------------------------------------------------------
+
+    def record_read(self, topic: str, partition: int, first_offset: int, next_offset: int, count: int,
+                    latest: Optional[int], watermark_state: Tuple[int, int], delay_micros: int,
+                    seconds: float) -> None:
+        """One read call of a partition: offsets [first_offset, next_offset) gave `count` records; `latest` is the
+        log end offset; `watermark_state` is the partition watermark's (reported, max event) micros, so the
+        watermark shown is the one the next call reports: max(reported, max event - delay)."""
+        reported, max_event = watermark_state
+        watermark_micros = max(reported, max_event - delay_micros)
+        with self._lock:
+            state = self._partitions.get((topic, partition))
+            if state is None:
+                state = self._partitions[(topic, partition)] = _Partition(next_offset, first_offset)
+            state.next_offset = max(state.next_offset, next_offset)
+            if latest is not None and latest >= 0:
+                state.latest = latest
+            if watermark_micros > _MIN_MICROS:
+                state.watermark = max(state.watermark or watermark_micros, watermark_micros)
+            state.rows += count
+            state.seconds += seconds
+            interval = self._interval
+            interval.read_calls += 1
+            interval.read_seconds += seconds
+            interval.max_read_seconds = max(interval.max_read_seconds, seconds)
+
+    def record_parsed(self, records: int, hits: Iterable[Any]) -> None:
+        """`records` input rows parsed, of which `hits` (Hit rows) were valid; the rest were dead letters."""
+        hits = hits if isinstance(hits, (list, tuple)) else list(hits)
+        event_min = event_max = None
+        event_sum = 0.0
+        if hits:
+            stamps = [hit.hittime.timestamp() for hit in hits]
+            event_min, event_max, event_sum = min(stamps) * 1e6, max(stamps) * 1e6, sum(stamps) * 1e6
+        with self._lock:
+            interval = self._interval
+            interval.input_rows += records
+            interval.dead_letters += records - len(hits)
+            self._totals["input"] += records
+            self._totals["dead"] += records - len(hits)
+            if hits:
+                interval.event_min = event_min if interval.event_min is None else min(interval.event_min, event_min)
+                interval.event_max = event_max if interval.event_max is None else max(interval.event_max, event_max)
+                interval.event_sum += event_sum
+                interval.event_count += len(hits)
+
+    def record_late(self, count: int = 1) -> None:
+        with self._lock:
+            self._interval.late_rows += count
+            self._totals["late"] += count
+
+    def record_sink(self, name: str, rows: Any = (), errors: int = 0, seconds: float = 0.0) -> None:
+        """A sink wrote `rows` (a list of rows or a complete-mode Snapshot), failed `errors` times, spent `seconds`."""
+        snapshot = hasattr(rows, "batch_id") and hasattr(rows, "rows")
+        written = rows.rows if snapshot else rows
+        with self._lock:
+            sink = self._sinks.setdefault(name, _Sink())
+            sink.rows += len(written)
+            sink.total_rows += len(written)
+            sink.errors += errors
+            sink.total_errors += errors
+            sink.seconds += seconds
+            if written:
+                self._keep_result(written, snapshot)
+
+    def _keep_result(self, rows, replace: bool) -> None:
+        found = _result_key(rows[0])
+        if found is None:
+            return
+        query, key = found
+        table = {} if replace else self._results.setdefault(query, {})
+        for row in rows:
+            table[key(row)] = row
+        self._results[query] = table
+
+    # reads ------------------------------------------------------------------------------------------------------
+
+    def drain(self) -> Dict[str, Any]:
+        """Everything counted since the last drain, plus the standing per-partition state; resets the interval."""
+        with self._lock:
+            interval, self._interval = self._interval, _Interval()
+            partitions = {}
+            for tp, state in self._partitions.items():
+                partitions[tp] = dataclasses.replace(state)
+                state.interval_start, state.rows, state.seconds = state.next_offset, 0, 0.0
+            sinks = {}
+            for name, sink in self._sinks.items():
+                sinks[name] = dataclasses.replace(sink)
+                sink.rows, sink.errors, sink.seconds = 0, 0, 0.0
+            return {"interval": interval, "partitions": partitions, "sinks": sinks, "totals": dict(self._totals)}
+
+    def results(self) -> Dict[str, List[tuple]]:
+        """The current rows of each aggregation query, as the sinks last wrote them."""
+        with self._lock:
+            return {query: list(table.values()) for query, table in self._results.items()}
+
+
+REGISTRY = ProgressRegistry()
+
+
+# The hooks: one call from each DoFn. Each returns at once unless a query is active.
+
+def record_read(topic: str, partition: int, first_offset: int, next_offset: int, count: int,
+                latest: Optional[int], watermark_state: Tuple[int, int], delay_micros: int, seconds: float) -> None:
+    if REGISTRY.active:
+        REGISTRY.record_read(topic, partition, first_offset, next_offset, count, latest, watermark_state,
+                             delay_micros, seconds)
+
+
+def record_parsed(records: int, hits: Iterable[Any]) -> None:
+    if REGISTRY.active:
+        REGISTRY.record_parsed(records, hits)
+
+
+def record_late(count: int = 1) -> None:
+    if REGISTRY.active:
+        REGISTRY.record_late(count)
+
+
+def record_sink(name: str, rows: Any = (), errors: int = 0, seconds: float = 0.0) -> None:
+    if REGISTRY.active:
+        REGISTRY.record_sink(name, rows, errors, seconds)
+
+
+# -- progress records ---------------------------------------------------------------------------------------------
+
+
+def _per_topic(values: Dict[Tuple[str, int], Optional[int]]) -> Dict[str, Dict[str, int]]:
+    out: Dict[str, Dict[str, int]] = {}
+    for (topic, partition), value in sorted(values.items()):
+        if value is not None:
+            out.setdefault(topic, {})[str(partition)] = value
+    return out
+
+
+def _rate(rows: int, seconds: float) -> float:
+    return round(rows / seconds, 3) if seconds > 0 else 0.0
+
+
+def build_progress(snapshot: Dict[str, Any], *, query_id: str, run_id: str, name: str, batch_id: int,
+                   elapsed: float) -> Dict[str, Any]:
+    """One StreamingQueryProgress-shaped record from a registry snapshot covering `elapsed` seconds."""
+    interval: _Interval = snapshot["interval"]
+    partitions: Dict[Tuple[str, int], _Partition] = snapshot["partitions"]
+    sinks: Dict[str, _Sink] = snapshot["sinks"]
+    write_seconds = sum(s.seconds for s in sinks.values())
+    busy_seconds = interval.read_seconds + write_seconds
+    get_batch_ms = int(round(interval.read_seconds * 1000))
+    add_batch_ms = int(round(write_seconds * 1000))
+    trigger_ms = int(round(busy_seconds * 1000))
+    watermarks = [p.watermark for p in partitions.values()]
+    watermark = min(watermarks) if watermarks and None not in watermarks else None
+    event_time = {"watermark": _iso(watermark)}
+    if interval.event_count:
+        event_time.update(min=_iso(interval.event_min), max=_iso(interval.event_max),
+                          avg=_iso(interval.event_sum / interval.event_count))
+    sources = []
+    if partitions:
+        lag = {tp: max(0, p.latest - p.next_offset) for tp, p in partitions.items() if p.latest is not None}
+        source_rows = sum(p.rows for p in partitions.values())
+        source_seconds = sum(p.seconds for p in partitions.values())
+        topics = sorted({topic for topic, _ in partitions})
+        sources.append({
+            "description": f"KafkaV2[Subscribe[{','.join(topics)}]]",
+            "startOffset": _per_topic({tp: p.interval_start for tp, p in partitions.items()}),
+            "endOffset": _per_topic({tp: p.next_offset for tp, p in partitions.items()}),
+            "latestOffset": _per_topic({tp: p.latest for tp, p in partitions.items()}),
+            "numInputRows": source_rows,
+            "inputRowsPerSecond": _rate(source_rows, elapsed),
+            "processedRowsPerSecond": _rate(source_rows, source_seconds),
+            "lag": _per_topic(lag),
+            "metrics": {
+                "minOffsetsBehindLatest": str(min(lag.values())) if lag else None,
+                "avgOffsetsBehindLatest": str(round(sum(lag.values()) / len(lag), 1)) if lag else None,
+                "maxOffsetsBehindLatest": str(max(lag.values())) if lag else None,
+            },
+            "watermark": {topic: {str(p): _iso(state.watermark) for (t, p), state in sorted(partitions.items())
+                                  if t == topic} for topic in topics},
+        })
+    return {
+        "id": query_id,
+        "runId": run_id,
+        "name": name,
+        "timestamp": _now_iso(),
+        "batchId": batch_id,
+        "numInputRows": interval.input_rows,
+        "inputRowsPerSecond": _rate(interval.input_rows, elapsed),
+        "processedRowsPerSecond": _rate(interval.input_rows, busy_seconds),
+        "durationMs": {"getBatch": get_batch_ms, "addBatch": add_batch_ms, "triggerExecution": trigger_ms,
+                       "maxBundle": int(round(interval.max_read_seconds * 1000)), "bundles": interval.read_calls},
+        "eventTime": event_time,
+        "lateRows": interval.late_rows,
+        "deadLetterRows": interval.dead_letters,
+        "totalInputRows": snapshot["totals"]["input"],
+        "totalLateRows": snapshot["totals"]["late"],
+        "totalDeadLetterRows": snapshot["totals"]["dead"],
+        "sources": sources,
+        "sinks": [{"description": name_, "numOutputRows": s.rows, "errors": s.errors,
+                   "totalOutputRows": s.total_rows, "totalErrors": s.total_errors}
+                  for name_, s in sorted(sinks.items())],
+    }
+
+
+# -- the query handle and its listeners ---------------------------------------------------------------------------
+
+Listener = Any  # a callable(progress) or an object with on_query_started / on_query_progress / on_query_terminated
+
+
+def _notify(listener: Listener, event: str, payload: Any) -> None:
+    try:
+        method = getattr(listener, event, None)
+        if method is not None:
+            method(payload)
+        elif event == "on_query_progress" and callable(listener):
+            listener(payload)
+    except Exception:  # a broken listener must not stop progress reporting (Spark logs and goes on too)
+        _LOGGER.exception("progress: listener %r failed on %s", listener, event)
+
+
+class StreamingQueryManager:
+    """Spark's `spark.streams`: the active queries of this process, and listeners for all of them."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._listeners: List[Listener] = []
+        self._queries: List["StreamingQuery"] = []
+
+    @property
+    def active(self) -> List["StreamingQuery"]:
+        with self._lock:
+            return [q for q in self._queries if q.is_active]
+
+    def add_listener(self, listener: Listener) -> None:
+        with self._lock:
+            self._listeners.append(listener)
+
+    def remove_listener(self, listener: Listener) -> None:
+        with self._lock:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
+
+    def listeners(self) -> List[Listener]:
+        with self._lock:
+            return list(self._listeners)
+
+    def _started(self, query: "StreamingQuery") -> None:
+        with self._lock:
+            self._queries = [q for q in self._queries if q.is_active] + [query]
+
+
+STREAMS = StreamingQueryManager()
+
+
+class StreamingQuery:
+    """A handle on the running job's progress: Spark's StreamingQuery, for what Beam lets the launcher see."""
+
+    def __init__(self, name: str = "hitstream", interval: float = DEFAULT_INTERVAL, query_id: Optional[str] = None,
+                 registry: ProgressRegistry = REGISTRY) -> None:
+        if interval <= 0:
+            raise ValueError("progress interval must be positive")
+        self.id = query_id or str(uuid.uuid4())
+        self.run_id = str(uuid.uuid4())
+        self.name = name
+        self.interval = interval
+        self._registry = registry
+        self._lock = threading.Lock()
+        self._recent: Deque[Dict[str, Any]] = collections.deque(maxlen=RECENT_PROGRESS)
+        self._listeners: List[Listener] = []
+        self._batch_id = 0
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+        self._result = None
+        self._last_tick = time.monotonic()
+        self._message = "Initializing sources"
+
+    # Spark's names, in Python spelling
+    @property
+    def runId(self) -> str:  # noqa: N802 (Spark's name)
+        return self.run_id
+
+    @property
+    def is_active(self) -> bool:
+        return self._thread is not None and not self._stop.is_set()
+
+    @property
+    def last_progress(self) -> Optional[Dict[str, Any]]:
+        with self._lock:
+            return self._recent[-1] if self._recent else None
+
+    @property
+    def recent_progress(self) -> List[Dict[str, Any]]:
+        with self._lock:
+            return list(self._recent)
+
+    @property
+    def status(self) -> Dict[str, Any]:
+        last = self.last_progress
+        data = bool(last and last["numInputRows"])
+        message = self._message
+        if self.is_active and last is not None:
+            message = "Processing new data" if data else "Waiting for data to arrive"
+        return {"message": message, "isDataAvailable": data, "isTriggerActive": self.is_active and data,
+                "jobState": self._job_state(), "id": self.id, "runId": self.run_id, "name": self.name,
+                "batchId": last["batchId"] if last else None}
+
+    def _job_state(self) -> Optional[str]:
+        if self._result is None:
+            return None
+        try:
+            return str(self._result.state)
+        except Exception:  # a finished portable job may no longer answer
+            return "UNKNOWN"
+
+    def add_listener(self, listener: Listener) -> None:
+        with self._lock:
+            self._listeners.append(listener)
+
+    def remove_listener(self, listener: Listener) -> None:
+        with self._lock:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
+
+    def bind(self, result) -> None:
+        """Attach the job's PipelineResult, so `status` reports its state and `stop()` can cancel it."""
+        self._result = result
+
+    def start(self) -> "StreamingQuery":
+        """Reset the registry, turn the hooks on and publish a record every `interval` seconds."""
+        if self._thread is not None:
+            return self
+        self._registry.reset()
+        self._registry.active = True
+        self._last_tick = time.monotonic()
+        self._thread = threading.Thread(target=self._loop, name=f"hitstream-progress-{self.name}", daemon=True)
+        self._thread.start()
+        STREAMS._started(self)
+        for listener in self._all_listeners():
+            _notify(listener, "on_query_started", self)
+        return self
+
+    def close(self) -> None:
+        """Publish a last record (what happened since the previous one), turn the hooks off, tell the listeners.
+        The job itself is left alone; `stop()` also cancels it."""
+        if self._thread is None or self._stop.is_set():
+            return
+        self._stop.set()
+        self._thread.join(timeout=self.interval + 5)
+        self.publish()
+        self._registry.active = False
+        self._message = "Stopped"
+        for listener in self._all_listeners():
+            _notify(listener, "on_query_terminated", self)
+
+    def stop(self) -> None:
+        """Spark's query.stop(): cancel the bound job if it still runs, then `close()`."""
+        result = self._result
+        if result is not None:
+            try:
+                from apache_beam.runners.runner import PipelineState
+                if not PipelineState.is_terminal(result.state):
+                    result.cancel()
+            except Exception as error:  # already gone: nothing to cancel
+                _LOGGER.info("progress: could not cancel the job: %s", error)
+        self.close()
+
+    def _all_listeners(self) -> List[Listener]:
+        with self._lock:
+            own = list(self._listeners)
+        return own + STREAMS.listeners()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(max(0.0, self._last_tick + self.interval - time.monotonic())):
+            try:
+                self.publish()
+            except Exception:  # keep reporting: one bad snapshot must not end the thread
+                _LOGGER.exception("progress: could not publish a record")
+
+    def publish(self) -> Dict[str, Any]:
+        """Snapshot the registry now and publish one record (the thread calls this every interval)."""
+        with self._lock:
+            now = time.monotonic()
+            elapsed, self._last_tick = now - self._last_tick, now
+            record = build_progress(self._registry.drain(), query_id=self.id, run_id=self.run_id, name=self.name,
+                                    batch_id=self._batch_id, elapsed=elapsed)
+            self._batch_id += 1
+            self._recent.append(record)
+        for listener in self._all_listeners():
+            _notify(listener, "on_query_progress", record)
+        return record
+
+    def results(self) -> Dict[str, List[tuple]]:
+        return self._registry.results()
+
+
+def start_query(name: str = "hitstream", interval: float = DEFAULT_INTERVAL, checkpoint_dir: Optional[str] = None
+                ) -> StreamingQuery:
+    """Start reporting progress for the job about to run in this process. With a checkpoint dir the query id is
+    stable across restarts (Spark keeps it in the checkpoint); runId is new each start."""
+    query_id = str(uuid.uuid5(uuid.NAMESPACE_URL, os.path.abspath(checkpoint_dir))) if checkpoint_dir else None
+    return StreamingQuery(name=name, interval=interval, query_id=query_id).start()
+
+
+# -- terminal progress --------------------------------------------------------------------------------------------
+
+
+def terminal_wanted(stream=None) -> bool:
+    """Live terminal progress: on when stderr is a terminal; HITSTREAM_PROGRESS=1 forces it on, =0 off."""
+    forced = os.environ.get("HITSTREAM_PROGRESS", "").strip().lower()
+    if forced in ("1", "true", "yes", "on"):
+        return True
+    if forced in ("0", "false", "no", "off"):
+        return False
+    stream = stream or sys.stderr
+    return bool(getattr(stream, "isatty", lambda: False)())
+
+
+def _fmt_int(n: Optional[float]) -> str:
+    return "-" if n is None else f"{n:,.0f}"
+
+
+def render_progress(record: Optional[Dict[str, Any]]):
+    """A rich renderable of one progress record: rates, durations, lag per partition, watermark, late, dead."""
+    from rich.panel import Panel
+    from rich.table import Table
+    from rich.text import Text
+    if record is None:
+        return Panel(Text("waiting for the first progress record..."), title="hitstream")
+    head = Table.grid(padding=(0, 2))
+    for _ in range(4):
+        head.add_column()
+    duration = record["durationMs"]
+    head.add_row("input", f"{record['inputRowsPerSecond']:,.1f} rows/s",
+                 "processed", f"{record['processedRowsPerSecond']:,.1f} rows/s")
+    head.add_row("batch", str(record["batchId"]), "rows", f"{_fmt_int(record['numInputRows'])} "
+                                                          f"(total {_fmt_int(record['totalInputRows'])})")
+    head.add_row("read", f"{duration['getBatch']} ms", "write", f"{duration['addBatch']} ms")
+    head.add_row("watermark", record["eventTime"].get("watermark") or "-",
+                 "late / dead", f"{_fmt_int(record['totalLateRows'])} / {_fmt_int(record['totalDeadLetterRows'])}")
+    parts = [head]
+    for source in record["sources"]:
+        lag = Table(title=source["description"], show_edge=False, pad_edge=False)
+        for column in ("partition", "end offset", "latest", "lag"):
+            lag.add_column(column, justify="right")
+        for topic, offsets in source["endOffset"].items():
+            for partition, end in offsets.items():
+                latest = source["latestOffset"].get(topic, {}).get(partition)
+                behind = source["lag"].get(topic, {}).get(partition)
+                lag.add_row(f"{topic}[{partition}]", _fmt_int(end), _fmt_int(latest), _fmt_int(behind))
+        parts.append(lag)
+    if record["sinks"]:
+        sinks = Table(show_edge=False, pad_edge=False)
+        for column in ("sink", "rows", "errors"):
+            sinks.add_column(column, justify="right" if column != "sink" else "left")
+        for sink in record["sinks"]:
+            sinks.add_row(sink["description"], _fmt_int(sink["totalOutputRows"]), _fmt_int(sink["totalErrors"]))
+        parts.append(sinks)
+    from rich.console import Group
+    return Panel(Group(*parts), title=f"hitstream · {record['name']}", subtitle=record["timestamp"])
+
+
+class TerminalProgress:
+    """A rich Live panel on stderr, redrawn on each progress record. A listener: `query.add_listener(it)`."""
+
+    def __init__(self, stream=None) -> None:
+        from rich.console import Console
+        from rich.live import Live
+        self._console = Console(file=stream or sys.stderr)
+        # Redirect prints (the console sink's tables) above the panel only when stdout is the same terminal;
+        # a redirected stdout must keep its own output.
+        same_terminal = sys.stdout.isatty() and self._console.is_terminal
+        self._live = Live(render_progress(None), console=self._console, refresh_per_second=2, transient=False,
+                          redirect_stdout=same_terminal, redirect_stderr=False)
+        self._started = False
+
+    def on_query_started(self, query: StreamingQuery) -> None:
+        if not self._started:
+            self._live.start()
+            self._started = True
+
+    def on_query_progress(self, record: Dict[str, Any]) -> None:
+        self._live.update(render_progress(record))
+
+    def on_query_terminated(self, query: StreamingQuery) -> None:
+        if self._started:
+            self._live.update(render_progress(query.last_progress))
+            self._live.stop()
+            self._started = False
+
+
+# -- the pipeline's entry point -----------------------------------------------------------------------------------
+
+
+def start_for_job(options, runner: str = "prism") -> StreamingQuery:
+    """What `hitstream run` starts before submitting: the progress publisher, the dashboard with --dashboard, and
+    the terminal panel when stderr is a terminal. `options` is the HitstreamOptions view."""
+    topic = options.subscribe_pattern or options.assign or options.topic
+    name = f"blog[{topic}]" if options.source == "kafka" else f"blog[{options.source}]"
+    query = StreamingQuery(name=name, interval=DEFAULT_INTERVAL,
+                           query_id=(str(uuid.uuid5(uuid.NAMESPACE_URL, os.path.abspath(options.checkpoint_dir)))
+                                     if options.checkpoint_dir else None))
+    if options.dashboard:
+        if runner not in ("prism", "direct"):
+            _LOGGER.warning("dashboard: the %s runner's workers may not run in this process; the dashboard shows "
+                            "only what they report here (see hitstream/progress.py)", runner)
+        from hitstream import dashboard
+        dashboard.serve(query, options.dashboard_port)
+    if terminal_wanted():
+        query.add_listener(TerminalProgress())
+    return query.start()
