@@ -122,13 +122,13 @@ def _median(runs: list, key: str):
     return statistics.median(values) if values else None
 
 
-def measure_latency(bootstrap: str, rate: float, seconds: float, workdir: Path) -> dict:
+def measure_latency(bootstrap: str, rate: float, seconds: float, workdir: Path, trigger: str = "processing-time=250ms") -> dict:
     """p50/p99 from produce to the count on the output topic, hitstream streaming with processing-time=1s."""
     topic = f"bench-latency-{uuid.uuid4().hex[:8]}"
     ensure_topic(bootstrap, topic, 8)
     output = f"{topic}-counts"
     ensure_topic(bootstrap, output, 1)
-    cmd = _hitstream_cmd("prism", bootstrap, topic, workdir, trigger="processing-time=1s")
+    cmd = _hitstream_cmd("prism", bootstrap, topic, workdir, trigger=trigger)
     cmd = [c for c in cmd if not c.startswith("--output-topic")] + [
         f"--output-topic={output}", f"--run-seconds={seconds + 25}", "--sink=zip_counts=kafka:update"]
     arrivals = []

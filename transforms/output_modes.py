@@ -7,8 +7,9 @@ panes per key and window when its trigger says so. This module translates, and t
 
 Triggers (`Trigger.parse`):
 
-* `processing-time=<interval>` (`5s`, `10 seconds`, `1 minute`, ...): Spark runs a batch every interval. Whole
-  seconds, at least 1: Beam Python's AfterProcessingTime keeps its delay in whole seconds through the runner API.
+* `processing-time=<interval>` (`5s`, `500ms`, `1 minute`, ...): Spark runs a batch every interval. At least
+  0.1 s; fractions of a second need a runner that runs triggers from the pipeline proto (Prism, Flink, Dataflow),
+  see `AfterProcessingTimeMillis`.
 * `available-now`: read what the source holds at start, finish every result, stop. In Beam this is simply a bounded
   source: the watermark reaches +inf when the input ends and every window fires its final pane.
 
@@ -73,8 +74,8 @@ What Beam cannot match exactly:
   are dropped from windowed queries in every mode, as SPEC asks.
 * Spark's watermark is the max event time over all partitions minus the delay; Beam's is a minimum over the
   source's splits. The `late` flag is set per partition at the source (see `rows.KafkaRecord`).
-* Sub-second trigger intervals, and Spark's default "as fast as possible" trigger (interval 0), have no Beam
-  Python equivalent (see Triggers above).
+* Spark's default "as fast as possible" trigger (interval 0) has no Beam equivalent; the shortest interval here
+  is 0.1 s (see Triggers above).
 * Beam does not promise order between steps: a runner may hand a sink an older update row or snapshot after a
   newer one. Update totals of one key and window only grow and snapshots carry `batch_id`, so a sink that keeps
   the higher count / higher batch_id is exact.
@@ -89,6 +90,7 @@ from typing import Any, Dict, Hashable, Iterator, Optional, Tuple, Union
 
 import apache_beam as beam
 from apache_beam.coders import PickleCoder, TupleCoder, VarIntCoder
+from apache_beam.portability.api import beam_runner_api_pb2
 from apache_beam.transforms import trigger as beam_trigger
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 from apache_beam.transforms.window import GlobalWindows, WindowFn
@@ -157,21 +159,37 @@ def _format_seconds(seconds: float) -> str:
     return f"{seconds:g}s"
 
 
+MIN_TRIGGER_INTERVAL = 0.1  # seconds
+
+
+class AfterProcessingTimeMillis(beam_trigger.AfterProcessingTime):
+    """AfterProcessingTime whose delay keeps its milliseconds in the pipeline proto.
+
+    Beam Python writes `delay_millis=delay * 1000`, which a fractional delay turns into a float the proto refuses,
+    and reads it back as `delay_millis // 1000`. Runners that run triggers from the proto (Prism, Flink, Dataflow)
+    honour the milliseconds; a runner that rebuilds the trigger in Python floors it to whole seconds.
+    """
+
+    def to_runner_api(self, context):
+        delay = beam_runner_api_pb2.TimestampTransform(
+            delay=beam_runner_api_pb2.TimestampTransform.Delay(delay_millis=int(round(self.delay * 1000))))
+        return beam_runner_api_pb2.Trigger(
+            after_processing_time=beam_runner_api_pb2.Trigger.AfterProcessingTime(timestamp_transforms=[delay]))
+
+
 @dataclasses.dataclass(frozen=True)
 class Trigger:
-    """Spark's trigger: `processing-time=<interval>` (whole seconds here) or `available-now` (interval None)."""
-    interval: Optional[int] = None
+    """Spark's trigger: `processing-time=<interval>` (at least 0.1 s) or `available-now` (interval None)."""
+    interval: Optional[float] = None
 
     def __post_init__(self) -> None:
         if self.interval is None:
             return
-        # Beam Python's AfterProcessingTime carries its delay through the runner API as `delay_millis // 1000`
-        # (trigger.py, from_runner_api), so a fraction of a second would silently become 0 on a portable runner.
-        if not (self.interval >= 1 and float(self.interval).is_integer()):
-            raise ValueError(
-                f"a processing-time trigger needs a whole number of seconds >= 1, got {self.interval!r}s "
-                "(Beam's Python processing-time triggers keep whole seconds only)")
-        object.__setattr__(self, "interval", int(self.interval))
+        if not self.interval >= MIN_TRIGGER_INTERVAL:
+            raise ValueError(f"a processing-time trigger needs an interval of at least {MIN_TRIGGER_INTERVAL:g}s, "
+                             f"got {self.interval!r}s")
+        if float(self.interval).is_integer():
+            object.__setattr__(self, "interval", int(self.interval))
 
     @classmethod
     def available_now(cls) -> "Trigger":
@@ -257,7 +275,7 @@ class OutputConfig:
         if self.fires_early:
             return beam.WindowInto(
                 windowfn,
-                trigger=beam_trigger.AfterWatermark(early=beam_trigger.AfterProcessingTime(self.trigger.interval)),
+                trigger=beam_trigger.AfterWatermark(early=AfterProcessingTimeMillis(self.trigger.interval)),
                 accumulation_mode=beam_trigger.AccumulationMode.ACCUMULATING,
                 allowed_lateness=0)
         return beam.WindowInto(
@@ -397,7 +415,7 @@ class CompleteTable(beam.PTransform):
             self._batching = beam_trigger.AfterWatermark()
         else:
             self._batching = beam_trigger.AfterWatermark(
-                early=beam_trigger.AfterProcessingTime(self._trigger.interval))
+                early=AfterProcessingTimeMillis(self._trigger.interval))
 
     def expand(self, rows: beam.PCollection) -> beam.PCollection:
         return (

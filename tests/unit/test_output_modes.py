@@ -14,8 +14,8 @@ from apache_beam.transforms.window import GlobalWindows, SlidingWindows, Timesta
 from apache_beam.utils.windowed_value import PaneInfo, PaneInfoTiming
 
 from transforms.output_modes import (
-    CompleteTable, CompleteTableFn, EmitChangedFn, LatestRowsCombineFn, OutputConfig, OutputMode, QueryKind,
-    Trigger, UnsupportedOperationError, parse_duration)
+    AfterProcessingTimeMillis, CompleteTable, CompleteTableFn, EmitChangedFn, LatestRowsCombineFn, OutputConfig,
+    OutputMode, QueryKind, Trigger, UnsupportedOperationError, parse_duration)
 from transforms.rows import IspCount, Snapshot, WindowCount, ZipCount
 
 pytestmark = pytest.mark.timeout(180)
@@ -80,12 +80,12 @@ def test_trigger_parse_rejects(text):
         Trigger.parse(text)
 
 
-def test_trigger_refuses_fractions_of_a_second():
-    # Beam Python's AfterProcessingTime keeps whole seconds through the runner API (delay_millis // 1000).
-    with pytest.raises(ValueError, match="whole number of seconds"):
-        Trigger.parse("processing-time=500ms")
-    with pytest.raises(ValueError, match="whole number of seconds"):
-        Trigger.processing_time(1.5)
+def test_trigger_keeps_fractions_of_a_second_in_the_proto():
+    assert Trigger.parse("processing-time=500ms").interval == 0.5
+    with pytest.raises(ValueError, match="at least 0.1s"):
+        Trigger.processing_time(0.05)
+    proto = AfterProcessingTimeMillis(0.25).to_runner_api(None)
+    assert proto.after_processing_time.timestamp_transforms[0].delay.delay_millis == 250
 
 
 def test_output_mode_parse():
