@@ -32,7 +32,7 @@ from transforms.output_modes import OutputConfig, OutputMode
 from transforms.parse import ParseHits
 from transforms.rows import Hit
 from transforms.queries import IspCounts, ZipCounts, ZipWindowCounts
-from transforms.sinks import sink_for
+from transforms.sinks import dead_letter_sinks, sink_for
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -106,6 +106,8 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions, records: Optional
         records = p | "Read" >> _reader(hs, settings)
     parsed = records | "Parse" >> ParseHits(batched=batched)
     outputs = {"dead_letter": parsed.dead_letter}
+    for label, sink in dead_letter_sinks(hs):
+        parsed.dead_letter | label >> sink
     if batched:
         outputs["hit_batches"] = parsed.good
     else:

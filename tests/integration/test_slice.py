@@ -9,6 +9,7 @@ import uuid
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
+from confluent_kafka import Consumer, TopicPartition
 
 import runners
 from hitstream.generator import ProduceSpec, produce
@@ -17,11 +18,18 @@ from tests.collect import CollectFn, collected
 from transforms.rows import Snapshot, ZipCount
 
 
-def _options(topic: str, bootstrap: str, trigger: str, *sinks: str) -> PipelineOptions:
+def _options(topic: str, bootstrap: str, trigger: str, *sinks: str, extra=()) -> PipelineOptions:
     streaming = trigger != "available-now"
     args = [f"--topic={topic}", f"--bootstrap-servers={bootstrap}", f"--trigger={trigger}",
-            f"--group-id=g-{topic}", *[f"--sink={s}" for s in sinks]]
+            f"--group-id=g-{topic}", *[f"--sink={s}" for s in sinks], *extra]
     return PipelineOptions(args + runners.pipeline_args("prism", streaming=streaming))
+
+
+def _count_messages(bootstrap: str, topic: str) -> int:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"count-{uuid.uuid4().hex}"})
+    low, high = consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
+    consumer.close()
+    return high - low
 
 
 def test_available_now_counts_equal_generator_reference(kafka_bootstrap, topic_factory, capsys):
@@ -30,7 +38,9 @@ def test_available_now_counts_equal_generator_reference(kafka_bootstrap, topic_f
                                  zipcodes=15, malformed_share=0.03, seed=7, keep_events=False))
     assert report.malformed > 0 and report.well_formed + report.malformed == 6000
     name = f"slice-{uuid.uuid4().hex}"
-    options = _options(topic, kafka_bootstrap, "available-now", "zip_counts=console:complete")
+    dlq = topic_factory(partitions=1, prefix="slice-dlq")
+    options = _options(topic, kafka_bootstrap, "available-now", "zip_counts=console:complete",
+                       extra=[f"--dead-letter-topic={dlq}"])
     pipeline = beam.Pipeline(options=options)
     outputs = build_pipeline(pipeline, options)
     outputs["zip_counts:complete"] | "CollectCounts" >> beam.ParDo(CollectFn(name))
@@ -41,6 +51,7 @@ def test_available_now_counts_equal_generator_reference(kafka_bootstrap, topic_f
     assert len(snapshots) == 1 and isinstance(snapshots[0], Snapshot)
     assert dict(snapshots[0].rows) == dict(report.zip_counts)
     assert len(collected(name + "-dead")) == report.malformed
+    assert _count_messages(kafka_bootstrap, dlq) == report.malformed  # the DLQ topic got every bad message
     printed = capsys.readouterr().out
     assert "Batch: " in printed and "zipcode" in printed
 
