@@ -22,7 +22,7 @@ setup(
         "rich==15.0.0",
     ],
     extras_require={
-        "test": ["pytest==9.2.0", "pytest-timeout==2.4.0"],
+        "test": ["pytest==9.2.0", "pytest-timeout==2.4.0", "selenium==4.51.0"],
         # bench/spark_blog.py and tests/integration/test_spark_parity.py: the seed's own system. 4.2.0 is the newest
         # pyspark whose spark-sql-kafka-0-10_2.13 jar Maven Central serves (4.2.1 and 4.3.0 are not there).
         "spark": ["pyspark==4.2.0"],

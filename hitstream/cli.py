@@ -62,7 +62,8 @@ def _cmd_sql(args) -> int:
 
 
 def _cmd_demo(args, rest) -> int:
-    """Stack up, a live stream of hits, and the blog's pipeline on Prism reading it, until Ctrl-C or --seconds."""
+    """Stack up, a live stream of hits, and the blog's pipeline on Prism reading it, with the live dashboard on
+    http://127.0.0.1:<--dashboard-port, default 4040>/, until Ctrl-C or --seconds."""
     import stack
     from hitstream.generator import ProduceSpec, ensure_topic, produce
     from pipelines import blog
@@ -77,7 +78,7 @@ def _cmd_demo(args, rest) -> int:
           file=sys.stderr)
     producer.start()
     argv = [f"--topic={topic}", f"--bootstrap-servers={args.bootstrap_servers}", "--trigger=processing-time=3s",
-            "--starting-offsets=earliest", f"--run-seconds={args.seconds + 10:g}", *rest]
+            "--starting-offsets=earliest", f"--run-seconds={args.seconds + 10:g}", "--dashboard", *rest]
     return blog.run(argv)
 
 
