@@ -26,7 +26,8 @@ from apache_beam.runners.runner import PipelineState
 
 import runners
 from hitstream import progress
-from pipelines.options import QUERIES, HitstreamOptions, Settings, check_reachable, first_bootstrap
+from pipelines.options import (QUERIES, HitstreamOptions, Settings, check_database, check_reachable, check_writable,
+                              first_bootstrap)
 from transforms.kafka_source import KafkaSourceConfig, ReadFromKafka
 from transforms.output_modes import OutputConfig, OutputMode
 from transforms.parse import ParseHits
@@ -141,10 +142,19 @@ def _split_runner(argv: list) -> tuple:
 
 
 def preflight(hs: HitstreamOptions, settings: Settings) -> None:
-    """Checks that fail before anything starts, each with the fix in its message."""
-    if hs.source == "kafka":
+    """Checks that fail before anything starts, each with the fix in its message. (A mode a query forbids is
+    refused earlier, when the options are parsed.)"""
+    kinds = {choice.sink for choice in settings.sinks}
+    if hs.source == "kafka" or "kafka" in kinds or hs.dead_letter_topic:
         check_reachable(first_bootstrap(hs.bootstrap_servers), "the Kafka broker",
                         "Start the local stack with `hitstream up`, or pass --bootstrap-servers.")
+    if "jdbc" in kinds or "foreach" in kinds:
+        check_database(hs.jdbc_url)
+    if "parquet" in kinds:
+        check_writable(hs.parquet_path, "--parquet-path")
+    for path, what in ((hs.checkpoint_dir, "--checkpoint-dir"), (hs.dead_letter_path, "--dead-letter-path")):
+        if path:
+            check_writable(path, what)
 
 
 def run(argv=None) -> int:

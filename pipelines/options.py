@@ -185,6 +185,24 @@ def check_reachable(host_port: str, what: str, fix: str, timeout: float = 3.0) -
         raise SystemExit(f"hitstream: {what} at {host_port} is unreachable ({error}). {fix}") from None
 
 
+def check_database(url: Optional[str]) -> None:
+    """Connect once to the JDBC sink's database (default: the embedded SQLite file), or fail with the fix."""
+    import sqlalchemy
+    from transforms.sinks.jdbc import DEFAULT_URL, mask_url, resolve_url
+    target = resolve_url(url or DEFAULT_URL)
+    if target.drivername.startswith("sqlite") and target.database:
+        check_writable(os.path.dirname(os.path.abspath(target.database)), "the SQLite folder")
+    try:
+        engine = sqlalchemy.create_engine(target)
+        with engine.connect():
+            pass
+        engine.dispose()
+    except Exception as error:  # any driver error: report it, with the URL masked
+        reason = str(error).splitlines()[0]
+        raise SystemExit(f"hitstream: the database at {mask_url(target)} is unreachable ({reason}). Start the "
+                         "local stack with `hitstream up`, or fix --jdbc-url.") from None
+
+
 def check_writable(path: str, what: str) -> None:
     folder = os.path.abspath(path)
     try:
