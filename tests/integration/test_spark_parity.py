@@ -47,7 +47,7 @@ def _reference(events) -> set:
 
 def _spark_windows(bootstrap: str, topic: str, checkpoint: str) -> tuple:
     try:
-        import pyspark  # noqa: F401
+        import pyspark  # noqa: F401  pylint: disable=unused-import
     except ImportError as err:  # a failure, not a skip: CI installs the `spark` extra
         pytest.fail(f"pyspark is not installed ({err}); install the extra: pip install -e '.[spark]'")
     from pyspark.sql import functions as F
