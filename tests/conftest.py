@@ -13,6 +13,7 @@ _INTEGRATION_DIR = Path(__file__).parent / "integration"
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "integration: needs the local stack (Kafka, MariaDB, Prism)")
+    config.addinivalue_line("markers", "spark: needs pyspark (the `spark` extra) and Java 17+")
 
 
 def pytest_collection_modifyitems(items):

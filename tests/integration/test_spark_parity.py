@@ -22,12 +22,6 @@ from hitstream.generator import ProduceSpec, produce
 from pipelines.blog import build_pipeline
 from tests.collect import CollectFn, collected
 
-# The marker is declared here rather than in a conftest: the running config learns it before `pytest.mark.spark`
-# is looked up, so `-m spark` / `-m "not spark"` select it without an unknown-mark warning.
-_CONFIG = getattr(pytest.mark, "_config", None)
-if _CONFIG is not None and not any(line.split(":")[0] == "spark" for line in _CONFIG.getini("markers")):
-    _CONFIG.addinivalue_line("markers", "spark: needs pyspark (the `spark` extra) and Java 17+")
-
 pytestmark = [pytest.mark.spark, pytest.mark.timeout(240)]
 
 START_MS = 1795478400000 + 7 * 60_000 + 1234  # 2026-11-24T00:07:01.234Z: not on a window boundary
