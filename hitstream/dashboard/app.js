@@ -37,15 +37,20 @@ function shortNum(n) {
   if (a >= 1e6) return (n / 1e6).toFixed(1) + "M";
   if (a >= 1e4) return (n / 1e3).toFixed(0) + "k";
   if (a >= 1e3) return (n / 1e3).toFixed(1) + "k";
-  if (a >= 1 || a === 0) return String(Math.round(n * 10) / 10);
+  if (a >= 100) return String(Math.round(n));
   return String(Math.round(n * 100) / 100);
 }
 
-function niceMax(v) {
-  if (!(v > 0)) return 1;
-  const p = Math.pow(10, Math.floor(Math.log10(v)));
-  for (const m of [1, 2, 2.5, 5, 10]) if (v <= m * p) return m * p;
-  return 10 * p;
+// A y axis from 0 to at least v in 3 to 6 round steps (1, 2, 2.5 or 5 times a power of ten): {max, steps}.
+function niceAxis(v) {
+  if (!(v > 0)) return { max: 1, steps: 4 };
+  let best = null;
+  for (const steps of [4, 5, 6, 3]) {
+    const raw = v / steps, p = Math.pow(10, Math.floor(Math.log10(raw)));
+    const step = [1, 2, 2.5, 5, 10].map(m => m * p).find(s => s >= raw);
+    if (!best || step * steps < best.max) best = { max: step * steps, steps };
+  }
+  return best;
 }
 
 function colorFor(key) {
@@ -54,7 +59,8 @@ function colorFor(key) {
 }
 
 function hhmmss(ms) { return new Date(ms).toISOString().slice(11, 19); }
-function hhmm(iso) { return iso ? iso.slice(11, 16) : "?"; }
+// A window bound as HH:MM, or HH:MM:SS when the windows do not fall on whole minutes.
+function clock(iso, seconds) { return iso ? iso.slice(11, seconds ? 19 : 16) : "?"; }
 
 function sizeOf(el, defaultHeight) {
   const w = Math.max(240, Math.floor(el.clientWidth || 480));
@@ -85,11 +91,11 @@ function lineChart(el, series, opts) {
   el.appendChild(svg);
   if (!all.length) { svg.appendChild(svgEl("text", { x: w / 2, y: h / 2, class: "empty-svg" }, "waiting for data…")); return; }
   const x0 = Math.min(...all.map(p => p[0])), x1 = Math.max(...all.map(p => p[0]));
-  const ymax = niceMax(Math.max(...all.map(p => p[1])));
+  const axis = niceAxis(Math.max(...all.map(p => p[1]))), ymax = axis.max;
   const X = x => m.l + (x1 === x0 ? (w - m.l - m.r) : (x - x0) / (x1 - x0) * (w - m.l - m.r));
   const Y = y => h - m.b - y / ymax * (h - m.t - m.b);
-  for (let i = 0; i <= 4; i++) {
-    const v = ymax * i / 4, y = Y(v);
+  for (let i = 0; i <= axis.steps; i++) {
+    const v = ymax * i / axis.steps, y = Y(v);
     svg.appendChild(svgEl("line", { x1: m.l, x2: w - m.r, y1: y, y2: y, class: "grid" }));
     svg.appendChild(svgEl("text", { x: m.l - 6, y: y + 4, class: "axis", "text-anchor": "end" }, shortNum(v)));
   }
@@ -120,10 +126,10 @@ function barChart(el, items, opts) {
   const svg = svgEl("svg", { width: w, height: h, viewBox: `0 0 ${w} ${h}`, class: "bar-chart" });
   el.appendChild(svg);
   if (!items.length) { svg.appendChild(svgEl("text", { x: w / 2, y: h / 2, class: "empty-svg" }, (opts && opts.emptyText) || "waiting for data…")); return; }
-  const ymax = niceMax(Math.max(...items.map(i => i.value)));
+  const axis = niceAxis(Math.max(...items.map(i => i.value))), ymax = axis.max;
   const Y = y => h - m.b - y / ymax * (h - m.t - m.b);
-  for (let i = 0; i <= 4; i++) {
-    const v = ymax * i / 4, y = Y(v);
+  for (let i = 0; i <= axis.steps; i++) {
+    const v = ymax * i / axis.steps, y = Y(v);
     svg.appendChild(svgEl("line", { x1: m.l, x2: w - m.r, y1: y, y2: y, class: "grid" }));
     svg.appendChild(svgEl("text", { x: m.l - 6, y: y + 4, class: "axis", "text-anchor": "end" }, shortNum(v)));
   }
@@ -182,7 +188,9 @@ function pieChart(title, slices, total) {
   }
   wrap.appendChild(svg);
   const cap = document.createElement("figcaption");
-  cap.textContent = `${title} · ${fmt(total)} hits`;
+  cap.appendChild(document.createTextNode(title));
+  cap.appendChild(document.createElement("br"));
+  cap.appendChild(document.createTextNode(`${fmt(total)} hits`));
   wrap.appendChild(cap);
   return wrap;
 }
@@ -279,7 +287,9 @@ function renderResults(results) {
     const slices = w.counts.map(([zip, count]) => ({ key: zip, value: count }));
     slices.forEach(s => keys.add(s.key));
     const total = slices.reduce((a, s) => a + s.value, 0);
-    const fig = pieChart(`${w.window_start.slice(0, 10)} ${hhmm(w.window_start)}–${hhmm(w.window_end)}`, slices, total);
+    const seconds = w.window_start.slice(17, 19) !== "00" || w.window_end.slice(17, 19) !== "00";
+    const title = `${w.window_start.slice(0, 10)} ${clock(w.window_start, seconds)}–${clock(w.window_end, seconds)}`;
+    const fig = pieChart(title, slices, total);
     fig.setAttribute("data-window", w.window_start);
     pies.appendChild(fig);
   }

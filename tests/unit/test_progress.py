@@ -280,16 +280,16 @@ def test_terminal_panel_shows_rates_lag_watermark_and_sinks(registry):
     console.print(progress.render_progress(record))
     text = console.file.getvalue()
     for expected in ("900.0 rows/s", "hits[2]", "100", "2026-11-23T19:05:00.000Z", "memory.zip_counts", "0 / 10",
-                     "batch"):
+                     "batch", "KafkaV2[Subscribe[hits]]", "hitstream · test"):
         assert expected in text, (expected, text)
 
     stream = io.StringIO()
     panel = progress.TerminalProgress(stream=stream)
-    query = progress.StreamingQuery(name="term", interval=60, registry=progress.ProgressRegistry())
+    query = progress.StreamingQuery(name="blog[term]", interval=60, registry=progress.ProgressRegistry())
     query.add_listener(panel)
     query.start()
     query.close()
-    assert "hitstream · term" in stream.getvalue()
+    assert "hitstream · blog[term]" in stream.getvalue()
 
 
 def test_hooks_are_thread_safe(registry):
