@@ -110,6 +110,9 @@ def serve(query: StreamingQuery, port: int, host: str = "127.0.0.1"):
     _QUERY["current"] = query
     install_routes()
     started = server.ensure_started(port, host)
-    if started is not None:
+    if started is None:
+        print(f"dashboard: {host}:{port} is in use, so the dashboard is not served; pass another --dashboard-port",
+              file=sys.stderr, flush=True)
+    else:
         print(f"dashboard: http://{host}:{started.server_port}/", file=sys.stderr, flush=True)
     return started

@@ -19,7 +19,8 @@ How it works. Hooks in the DoFns report into one process-global, thread-safe `RE
 * the Kafka source (`ReadPartitionsFn.process`): per read call, topic, partition, first and next offset, records
   claimed, the partition's cached high watermark (log end), its watermark and the call's wall time;
 * parse: records parsed (every source's input rows), dead letters, and the hittime of each parsed hit;
-* the windowed queries: late records dropped (behind the watermark);
+* the windowed queries: late records dropped (behind the watermark; a job that runs zip_window_counts in two
+  output modes has two windowed branches, and each counts its drops);
 * every sink (`SinkWriteFn`): rows written, failed attempts, write time, and the rows themselves, so the dashboard
   can chart the current zip_counts / zip_window_counts whatever sink the job writes them to.
 
