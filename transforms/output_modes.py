@@ -36,7 +36,8 @@ complete          as update (ACCUMULATING totals per      AfterWatermark() per k
                   `Snapshot(batch_id, every row)`.
 ================  ======================================  ===================================================
 
-allowed_lateness is always 0: once a window has fired on time it is gone, as in Spark after the watermark passes.
+allowed_lateness is 0, except where early firings need a grace period for Prism (`EARLY_TIMER_GRACE_SECONDS`);
+no record can arrive in it, because records behind the watermark are dropped before windowing.
 
 Why these choices:
 
@@ -161,6 +162,13 @@ def _format_seconds(seconds: float) -> str:
 
 MIN_TRIGGER_INTERVAL = 0.1  # seconds
 
+# Windowed queries with early (processing-time) firings keep a closed window's state this long in event time.
+# Prism 2.77 panics ("assignment to entry in nil map", elementmanager.go buildProcessingTimeBundle) when an early
+# firing's timer goes off after the watermark has closed and collected its window, which happens whenever event time
+# runs faster than the wall clock (catch-up, backfill). No record can use the grace: records behind the watermark
+# are flagged late at the source and dropped before windowing, so the output is unchanged.
+EARLY_TIMER_GRACE_SECONDS = 24 * 3600
+
 
 class AfterProcessingTimeMillis(beam_trigger.AfterProcessingTime):
     """AfterProcessingTime whose delay keeps its milliseconds in the pipeline proto.
@@ -273,11 +281,17 @@ class OutputConfig:
     def aggregation_windowing(self, windowfn: WindowFn) -> beam.WindowInto:
         """The WindowInto to put before an aggregation's CombinePerKey (see the mapping table above)."""
         if self.fires_early:
-            return beam.WindowInto(
-                windowfn,
-                trigger=beam_trigger.AfterWatermark(early=AfterProcessingTimeMillis(self.trigger.interval)),
-                accumulation_mode=beam_trigger.AccumulationMode.ACCUMULATING,
-                allowed_lateness=0)
+            early = AfterProcessingTimeMillis(self.trigger.interval)
+            if isinstance(windowfn, GlobalWindows):
+                return beam.WindowInto(windowfn, trigger=beam_trigger.AfterWatermark(early=early),
+                                       accumulation_mode=beam_trigger.AccumulationMode.ACCUMULATING,
+                                       allowed_lateness=0)
+            # late=AfterCount(1) only keeps Beam from calling a finishing trigger with a grace period unsafe:
+            # no late record reaches it (see EARLY_TIMER_GRACE_SECONDS).
+            return beam.WindowInto(windowfn,
+                                   trigger=beam_trigger.AfterWatermark(early=early, late=beam_trigger.AfterCount(1)),
+                                   accumulation_mode=beam_trigger.AccumulationMode.ACCUMULATING,
+                                   allowed_lateness=EARLY_TIMER_GRACE_SECONDS)
         return beam.WindowInto(
             windowfn,
             trigger=beam_trigger.AfterWatermark(),

@@ -14,7 +14,7 @@ from apache_beam.transforms.window import GlobalWindows, SlidingWindows, Timesta
 from apache_beam.utils.windowed_value import PaneInfo, PaneInfoTiming
 
 from transforms.output_modes import (
-    AfterProcessingTimeMillis, CompleteTable, CompleteTableFn, EmitChangedFn, LatestRowsCombineFn, OutputConfig,
+    EARLY_TIMER_GRACE_SECONDS, AfterProcessingTimeMillis, CompleteTable, CompleteTableFn, EmitChangedFn, LatestRowsCombineFn, OutputConfig,
     OutputMode, QueryKind, Trigger, UnsupportedOperationError, parse_duration)
 from transforms.rows import IspCount, Snapshot, WindowCount, ZipCount
 
@@ -146,10 +146,15 @@ def _windowing(config: OutputConfig, windowfn=None):
 def test_processing_time_update_and_complete_fire_early_and_accumulate(mode):
     windowing = _windowing(OutputConfig(mode, "processing-time=5s"), SlidingWindows(600, 300, 120))
     # AfterProcessingTime has no __eq__; its repr names the delay.
-    assert repr(windowing.triggerfn) == repr(beam_trigger.AfterWatermark(early=beam_trigger.AfterProcessingTime(5)))
+    # A late trigger and a grace period only for Prism's sake (EARLY_TIMER_GRACE_SECONDS): no late record reaches it.
+    assert repr(windowing.triggerfn) == repr(beam_trigger.AfterWatermark(
+        early=beam_trigger.AfterProcessingTime(5), late=beam_trigger.AfterCount(1)))
     assert windowing.accumulation_mode == beam_trigger.AccumulationMode.ACCUMULATING
-    assert windowing.allowed_lateness == 0
+    assert windowing.allowed_lateness == EARLY_TIMER_GRACE_SECONDS
     assert isinstance(windowing.windowfn, SlidingWindows)
+    globally = _windowing(OutputConfig(mode, "processing-time=5s"), GlobalWindows())
+    assert repr(globally.triggerfn) == repr(beam_trigger.AfterWatermark(early=beam_trigger.AfterProcessingTime(5)))
+    assert globally.allowed_lateness == 0
 
 
 @pytest.mark.parametrize("config", [
