@@ -23,6 +23,7 @@ would refuse a memory sink on a cluster it cannot collect to.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import json
@@ -164,16 +165,24 @@ class MemoryStore:
         self._tables[name] = info
         return info
 
+    @contextlib.contextmanager
+    def _keyed_batch(self, name: str, rows: Sequence[tuple]):
+        """Under the lock, `rows` registered as `_batch`; yields the SQL that matches a table row `t` to its batch
+        row `b` by key (null keys match, as in GROUP BY)."""
+        with self._lock:
+            info = self._ensure_table(name, rows[0])
+            self._con.register("_batch", to_arrow(rows, info.schema))
+            try:
+                yield " AND ".join(f"t.{_quote(c)} IS NOT DISTINCT FROM b.{_quote(c)}" for c in info.key_columns)
+            finally:
+                self._con.unregister("_batch")
+
     def upsert(self, name: str, rows: Sequence[tuple]) -> None:
-        """Insert rows, replacing any row with the same key (null keys match, as in GROUP BY)."""
+        """Insert rows, replacing any row with the same key."""
         rows = dedupe(rows)
         if not rows:
             return
-        with self._lock:
-            info = self._ensure_table(name, rows[0])
-            batch = to_arrow(rows, info.schema)
-            match = " AND ".join(f"t.{_quote(c)} IS NOT DISTINCT FROM b.{_quote(c)}" for c in info.key_columns)
-            self._con.register("_batch", batch)
+        with self._keyed_batch(name, rows) as match:
             try:
                 self._con.execute("BEGIN TRANSACTION")
                 self._con.execute(f"DELETE FROM {_quote(name)} t USING _batch b WHERE {match}")
@@ -182,25 +191,16 @@ class MemoryStore:
             except Exception:
                 self._con.execute("ROLLBACK")
                 raise
-            finally:
-                self._con.unregister("_batch")
 
     def insert_new(self, name: str, rows: Sequence[tuple]) -> None:
         """Append mode: insert rows whose key is not in the table yet (a replay adds nothing)."""
         rows = dedupe(rows)
         if not rows:
             return
-        with self._lock:
-            info = self._ensure_table(name, rows[0])
-            batch = to_arrow(rows, info.schema)
-            match = " AND ".join(f"t.{_quote(c)} IS NOT DISTINCT FROM b.{_quote(c)}" for c in info.key_columns)
-            self._con.register("_batch", batch)
-            try:
-                self._con.execute(
-                    f"INSERT INTO {_quote(name)} SELECT * FROM _batch b "
-                    f"WHERE NOT EXISTS (SELECT 1 FROM {_quote(name)} t WHERE {match})")
-            finally:
-                self._con.unregister("_batch")
+        with self._keyed_batch(name, rows) as match:
+            self._con.execute(
+                f"INSERT INTO {_quote(name)} SELECT * FROM _batch b "
+                f"WHERE NOT EXISTS (SELECT 1 FROM {_quote(name)} t WHERE {match})")
 
     def replace(self, name: str, rows: Sequence[tuple]) -> None:
         """Complete mode: the table becomes exactly `rows`, atomically for readers."""
