@@ -153,17 +153,16 @@ def start(timeout: float = 120.0) -> None:
     """Start the broker unless it is already healthy; return once it is."""
     if healthy():
         return
-    if process.running_pid(NAME) is None:
+    pid = process.running_pid(NAME)
+    if pid is None:
         for port in (PORT, CONTROLLER_PORT):
             if process.port_in_use(port):
                 raise RuntimeError(f"{HOST}:{port} is taken by a process that is not this stack's Kafka")
         libs = fetch_jars()
         config = _write_config()
         _format_storage(libs, config)
-        process.spawn(NAME, _java(libs) + ["kafka.Kafka", str(config)])
-    up = process.wait_for(lambda: process.running_pid(NAME) is None or healthy(), timeout, interval=1)
-    if not up or process.running_pid(NAME) is None:
-        raise RuntimeError(f"Kafka did not become ready at {BOOTSTRAP}; log tail:\n{process.log_tail(NAME)}")
+        pid = process.spawn(NAME, _java(libs) + ["kafka.Kafka", str(config)])
+    process.wait_until_ready(NAME, pid, healthy, timeout)
     _LOGGER.info("Kafka %s ready at %s", KAFKA_VERSION, BOOTSTRAP)
 
 

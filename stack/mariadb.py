@@ -133,16 +133,14 @@ def start(timeout: float = 120.0) -> None:
     if healthy():
         return
     config = _write_config()
-    if process.running_pid(NAME) is None:
+    pid = process.running_pid(NAME)
+    if pid is None:
         if process.port_in_use(PORT):
             raise RuntimeError(f"{HOST}:{PORT} is taken by a process that is not this stack's MariaDB "
                                "(a system service? try `service mariadb stop`)")
         _install_db(config)
-        process.spawn(NAME, ["mariadbd", f"--defaults-file={config}"])
-    alive = process.wait_for(
-        lambda: process.running_pid(NAME) is None or _client(config, "mariadb-admin", "ping").returncode == 0, timeout)
-    if not alive or process.running_pid(NAME) is None:
-        raise RuntimeError(f"MariaDB did not start; log tail:\n{process.log_tail(NAME)}")
+        pid = process.spawn(NAME, ["mariadbd", f"--defaults-file={config}"])
+    process.wait_until_ready(NAME, pid, lambda: _client(config, "mariadb-admin", "ping").returncode == 0, timeout)
     _bootstrap(config)
     if not healthy():
         raise RuntimeError(f"MariaDB is up but {USER} cannot log in; log tail:\n{process.log_tail(NAME)}")

@@ -40,6 +40,31 @@ def running_pid(name: str) -> Optional[int]:
     return pid if str(paths.run_dir()) in cmdline else None
 
 
+def _alive(pid: int) -> bool:
+    """True while pid exists and is not a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def wait_until_ready(name: str, pid: Optional[int], ready: Callable[[], bool], timeout: float) -> None:
+    """Return once ready() holds; raise with the log tail if the process dies or time runs out.
+
+    Liveness is judged by the pid itself, not by running_pid()'s command-line match: a
+    fresh machine once reported a just-spawned MariaDB as gone while it was starting.
+    """
+    pid = pid if pid is not None else running_pid(name)
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if pid is None or not _alive(pid):
+            raise RuntimeError(f"{name} (pid {pid}) exited while starting; log tail:\n{log_tail(name)}")
+        if time.monotonic() >= deadline:
+            raise RuntimeError(f"{name} was not ready after {timeout:.0f}s; log tail:\n{log_tail(name)}")
+        time.sleep(0.5)
+
+
 def spawn(name: str, argv: List[str]) -> int:
     """Start argv detached (own session, stdin closed), output appended to the log."""
     log = log_file(name)
