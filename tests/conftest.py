@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-_INTEGRATION_DIR = Path(__file__).parent / "integration"
+# Everything in these folders talks to the local stack.
+_STACK_DIRS = tuple(Path(__file__).parent / name for name in ("integration", "reliability", "security"))
 
 
 def pytest_configure(config):
@@ -17,9 +18,9 @@ def pytest_configure(config):
 
 
 def pytest_collection_modifyitems(items):
-    # Everything under tests/integration needs the stack; `-m "not integration"` skips it.
+    # Tests in the stack folders need Kafka/MariaDB/Prism; `-m "not integration"` skips them.
     for item in items:
-        if item.path.is_relative_to(_INTEGRATION_DIR):
+        if any(item.path.is_relative_to(folder) for folder in _STACK_DIRS):
             item.add_marker(pytest.mark.integration)
 
 
