@@ -110,10 +110,17 @@ class RetryPolicy:
         if self.initial_backoff < 0 or self.max_backoff < 0 or self.multiplier < 1 or not 0 <= self.jitter < 1:
             raise ValueError(f"invalid RetryPolicy {self}")
 
+    def nominal_backoff(self, attempt: int) -> float:
+        """Seconds to wait after failed attempt number `attempt` (1-based), before jitter."""
+        return min(self.max_backoff, self.initial_backoff * self.multiplier ** (attempt - 1))
+
     def backoff(self, attempt: int) -> float:
-        """Seconds to wait after failed attempt number `attempt` (1-based)."""
-        delay = min(self.max_backoff, self.initial_backoff * self.multiplier ** (attempt - 1))
-        return delay * (1 + random.uniform(-self.jitter, self.jitter))
+        """Seconds to wait after failed attempt number `attempt` (1-based), with jitter."""
+        return self.nominal_backoff(attempt) * (1 + random.uniform(-self.jitter, self.jitter))
+
+    def budget(self) -> float:
+        """Seconds of backoff before the last attempt gives up (before jitter): how long an outage it outlasts."""
+        return sum(self.nominal_backoff(attempt) for attempt in range(1, self.max_attempts))
 
 
 def call_with_retry(fn: Callable[[], object], *, policy: RetryPolicy, is_transient: Callable[[BaseException], bool],
@@ -230,13 +237,16 @@ class SinkWriteFn(beam.DoFn):
         def on_error(attempt: int, error: BaseException, will_retry: bool) -> None:
             self._write_errors.inc()
             progress.record_sink(self._name, errors=1)
+            # The first line only: a SQL error's full text repeats the statement and its parameters.
+            reason = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
             if will_retry:
                 self._retries.inc()
-                _LOGGER.warning("sink %s: %s failed (attempt %d), retrying: %s", self._name, what, attempt, error)
+                _LOGGER.warning("sink %s: %s failed (attempt %d of %d), retrying in about %.1f s: %s", self._name,
+                                what, attempt, self._retry.max_attempts, self._retry.nominal_backoff(attempt), reason)
                 self._writer.on_retry(error)
             else:
-                _LOGGER.error("sink %s: %s failed (attempt %d), failing the bundle: %s",
-                              self._name, what, attempt, error)
+                _LOGGER.error("sink %s: %s failed (attempt %d of %d), failing the bundle: %s",
+                              self._name, what, attempt, self._retry.max_attempts, reason)
 
         started = time.monotonic()
         call_with_retry(fn, policy=self._retry, is_transient=self._writer.is_transient, on_error=on_error)

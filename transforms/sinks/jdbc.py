@@ -23,9 +23,11 @@
   itself, so retries and replays do not duplicate.
 * **Complete mode.** One transaction per Snapshot: upsert every row, then delete the keys the snapshot no longer
   has. Readers see the previous snapshot or the new one, never a mix, and the table then holds exactly the result.
-* **Transient errors** (connection lost or refused: MySQL 2003/2006/2013/2055, deadlock 1213, lock wait 1205,
-  too many connections 1040, a killed connection 1927/4031, SQLite "database is locked", a pool timeout) are retried
-  with backoff by the sink base, on a fresh connection.
+* **Transient errors** (connection lost or refused: MySQL 2003/2006/2013/2055, server shutting down 1053, deadlock
+  1213, lock wait 1205, too many connections 1040, a killed connection 1927/4031, SQLite "database is locked", a pool
+  timeout) are retried on a fresh connection with backoff (`JDBC_RETRY`: 0.5 s doubling to at most 10 s, for about
+  2 minutes), so a database restart or a short outage stalls the sink instead of failing the job; each retry is
+  logged as a warning with the attempt number. An outage longer than that fails the bundle.
 """
 from __future__ import annotations
 
@@ -52,7 +54,11 @@ IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 _CHUNK = 1000  # keys per DELETE ... IN (...)
 
 # MySQL/MariaDB error codes after which the same statement may well succeed on a new connection.
-MYSQL_TRANSIENT_CODES = frozenset({1040, 1205, 1213, 1927, 2003, 2006, 2013, 2055, 4031})
+MYSQL_TRANSIENT_CODES = frozenset({1040, 1053, 1205, 1213, 1927, 2003, 2006, 2013, 2055, 4031})
+
+# A database restart takes tens of seconds: retry for about 2 minutes (0.5, 1, 2, 4, 8, then 10 s apart) before the
+# bundle fails. Kafka sinks keep the shorter default: librdkafka already retries inside each attempt.
+JDBC_RETRY = RetryPolicy(max_attempts=18, initial_backoff=0.5, max_backoff=10.0)
 
 
 def validate_identifier(name: str, what: str = "table") -> str:
@@ -207,8 +213,15 @@ class JdbcWriter(SinkWriter):
 
     def _call_setup(self, fn: Callable[[], None]) -> None:
         from transforms.sinks.base import call_with_retry
-        call_with_retry(fn, policy=RetryPolicy(), is_transient=self.is_transient,
-                        on_error=lambda attempt, error, retry: retry and self.on_retry(error))
+
+        def on_error(attempt: int, error: BaseException, will_retry: bool) -> None:
+            if will_retry:
+                _LOGGER.warning("jdbc sink: setting up %s failed (attempt %d of %d), retrying in about %.1f s: %s",
+                                self._table_name, attempt, JDBC_RETRY.max_attempts,
+                                JDBC_RETRY.nominal_backoff(attempt), str(error).splitlines()[0])
+                self.on_retry(error)
+
+        call_with_retry(fn, policy=JDBC_RETRY, is_transient=self.is_transient, on_error=on_error)
 
     def _check_key(self) -> None:
         inspector = sa.inspect(self._engine)
@@ -309,7 +322,7 @@ class WriteToJdbc(Sink):
         if backend not in ("mysql", "mariadb", "sqlite", "postgresql"):
             raise ValueError(f"jdbc sink: the {backend} database is not supported; use mysql, mariadb, sqlite "
                              f"or postgresql")
-        super().__init__(f"jdbc.{table}", max_batch_size=max_batch_size, retry=retry)
+        super().__init__(f"jdbc.{table}", max_batch_size=max_batch_size, retry=retry or JDBC_RETRY)
         self._url = url
         self._table = table
         self._row_type = row_type
