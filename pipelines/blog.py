@@ -15,10 +15,11 @@ Run it (after `hitstream up`):
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 import time
-from typing import Dict, Optional
+from typing import Dict, Optional, Sequence
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
@@ -28,6 +29,7 @@ import runners
 from hitstream import progress
 from pipelines.options import (QUERIES, HitstreamOptions, Settings, check_database, check_reachable, check_writable,
                               first_bootstrap)
+from transforms.checkpoint import AggregateCheckpoint, CountForCheckpointFn, QuerySpec
 from transforms.kafka_source import KafkaSourceConfig, ReadFromKafka
 from transforms.output_modes import OutputConfig, OutputMode
 from transforms.parse import ParseHits
@@ -38,7 +40,8 @@ from transforms.sinks import dead_letter_sinks, sink_for
 _LOGGER = logging.getLogger(__name__)
 
 
-def kafka_source_config(options: HitstreamOptions, settings: Settings) -> KafkaSourceConfig:
+def kafka_source_config(options: HitstreamOptions, settings: Settings,
+                        checkpoint: Optional[AggregateCheckpoint] = None) -> KafkaSourceConfig:
     spark_options = {"kafka.bootstrap.servers": options.bootstrap_servers,
                      "startingOffsets": options.starting_offsets,
                      "failOnDataLoss": options.fail_on_data_loss}
@@ -61,10 +64,10 @@ def kafka_source_config(options: HitstreamOptions, settings: Settings) -> KafkaS
     return KafkaSourceConfig.from_spark_options(
         spark_options, group_id=options.group_id, timestamp_policy=options.timestamp_policy, batched=True,
         watermark_delay_seconds=settings.watermark_delay,
-        trigger_interval_seconds=settings.trigger.interval or 1.0)
+        trigger_interval_seconds=settings.trigger.interval or 1.0, checkpoint=checkpoint)
 
 
-def _reader(hs: HitstreamOptions, settings: Settings) -> beam.PTransform:
+def _reader(hs: HitstreamOptions, settings: Settings, checkpoint: Optional[AggregateCheckpoint]) -> beam.PTransform:
     """The source: Kafka (native or Java), or the blog's other streams, a socket or a directory."""
     event_time = hs.timestamp_policy == "event-time"
     if hs.source == "socket":
@@ -73,21 +76,33 @@ def _reader(hs: HitstreamOptions, settings: Settings) -> beam.PTransform:
     if hs.source == "directory":
         from transforms.directory_source import ReadFromDirectory
         return ReadFromDirectory(hs.source_path or "", bounded=not settings.streaming, event_time=event_time)
-    config = kafka_source_config(hs, settings)
+    config = kafka_source_config(hs, settings, checkpoint)
     if hs.kafka_io == "java":
         from transforms.kafka_java import ReadFromKafkaJava
         return ReadFromKafkaJava(config)
     return ReadFromKafka(config)
 
 
-def _query(name: str, mode: OutputMode, settings: Settings, batched: bool) -> beam.PTransform:
+def _query(name: str, mode: OutputMode, settings: Settings, batched: bool, seed: Sequence[tuple] = ()
+           ) -> beam.PTransform:
     output = OutputConfig(mode=mode, trigger=settings.trigger, watermark_delay=settings.watermark_delay)
     if name == "zip_counts":
-        return ZipCounts(output, batched=batched)
+        return ZipCounts(output, batched=batched, seed=seed)
     if name == "isp_counts":
-        return IspCounts(output, batched=batched)
+        return IspCounts(output, batched=batched, seed=seed)
     return ZipWindowCounts(settings.window_size, settings.window_period, settings.window_offset, output,
-                           batched=batched)
+                           batched=batched, seed=seed)
+
+
+def _aggregate_checkpoint(hs: HitstreamOptions, settings: Settings) -> Optional[AggregateCheckpoint]:
+    """With --checkpoint-dir on the Kafka fast path: what the aggregation checkpoint counts (one entry per query,
+    whatever its modes)."""
+    queries = {choice.query for choice in settings.sinks if QUERIES[choice.query].value != "projection"}
+    specs = []
+    for name in sorted(queries):
+        query = _query(name, OutputMode.UPDATE, settings, batched=True)
+        specs.append(QuerySpec(name, query.KEY_FIELD, query.window_params()))
+    return AggregateCheckpoint(os.path.abspath(hs.checkpoint_dir), tuple(specs))
 
 
 def _sink(kind: str, query: str, options: HitstreamOptions) -> beam.PTransform:
@@ -103,9 +118,12 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions, records: Optional
     settings = Settings.from_options(hs)
     # The fast path carries one element per Kafka poll (KafkaBatch, then HitBatch) instead of one per record.
     batched = records is None and hs.source == "kafka" and hs.kafka_io == "native"
+    checkpoint = _aggregate_checkpoint(hs, settings) if batched and hs.checkpoint_dir else None
     if records is None:
-        records = p | "Read" >> _reader(hs, settings)
+        records = p | "Read" >> _reader(hs, settings, checkpoint)
     parsed = records | "Parse" >> ParseHits(batched=batched)
+    if checkpoint:
+        parsed.good | "CountForCheckpoint" >> beam.ParDo(CountForCheckpointFn(checkpoint))
     outputs = {"dead_letter": parsed.dead_letter}
     for label, sink in dead_letter_sinks(hs):
         parsed.dead_letter | label >> sink
@@ -119,7 +137,8 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions, records: Optional
             outputs["hits"] = parsed.good | "Unbatch" >> beam.FlatMap(lambda batch: batch.hits).with_output_types(Hit)
         if name not in outputs:
             label = "".join(part.title() for part in choice.query.split("_")) + choice.mode.value.title()
-            outputs[name] = parsed.good | label >> _query(choice.query, choice.mode, settings, batched)
+            seed = checkpoint.seed(choice.query) if checkpoint else ()
+            outputs[name] = parsed.good | label >> _query(choice.query, choice.mode, settings, batched, seed)
         sink_label = f"Write{choice.sink.title()}{name.replace(':', '_').title().replace('_', '')}"
         outputs[name] | sink_label >> _sink(choice.sink, choice.query, hs)
     return outputs

@@ -26,7 +26,7 @@ import re
 import sys
 import threading
 import time
-from typing import Callable, Iterable, Mapping, NamedTuple, Optional
+from typing import TYPE_CHECKING, Callable, Iterable, Mapping, NamedTuple, Optional, Tuple
 
 import apache_beam as beam
 import orjson
@@ -39,6 +39,9 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from hitstream import progress
 from transforms.rows import CREATE_TIME, LOG_APPEND_TIME, KafkaBatch, KafkaRecord
+
+if TYPE_CHECKING:
+    from transforms.checkpoint import AggregateCheckpoint
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -89,6 +92,9 @@ class KafkaSourceConfig:
     # One consume() waits at most this long for a full batch: partitions share a worker, so a long wait on a quiet
     # partition delays every other one.
     poll_timeout_seconds: float = 0.01
+    # --checkpoint-dir: partitions resume where the saved counts stand (transforms/checkpoint.py), not at the
+    # group's committed offsets.
+    checkpoint: Optional["AggregateCheckpoint"] = None
 
     def __post_init__(self):
         chosen = [bool(self.subscribe), bool(self.subscribe_pattern), bool(self.assign)]
@@ -176,6 +182,7 @@ class PartitionSpec(NamedTuple):
     start: int
     stop: int  # exclusive; UNBOUNDED for streaming
     share_per_trigger: int = sys.maxsize  # maxOffsetsPerTrigger split evenly over the partitions
+    watermark_state: Tuple[int, int] = (MIN_TIMESTAMP.micros, MIN_TIMESTAMP.micros)  # PartitionWatermark's
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -201,7 +208,9 @@ def resolve_partitions(config: KafkaSourceConfig, skip: frozenset = frozenset())
     """PartitionSpecs for every matching partition not in `skip`, with start and stop offsets resolved now.
 
     The start is the consumer group's committed offset when there is one (the resume point), else what
-    startingOffsets / startingOffsetsByTimestamp ask for.
+    startingOffsets / startingOffsetsByTimestamp ask for. With a checkpoint, a partition with saved counts resumes at
+    their offset and watermark, and one without starts as startingOffsets say: the group's commits may be ahead of
+    what was saved.
     """
     consumer = Consumer(config.consumer_config())
     try:
@@ -217,11 +226,15 @@ def resolve_partitions(config: KafkaSourceConfig, skip: frozenset = frozenset())
         specs = []
         for topic, partition in wanted:
             low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
-            start = committed[(topic, partition)]
-            if start < 0:
+            saved = config.checkpoint.resume(topic, partition) if config.checkpoint else None
+            start = -1 if config.checkpoint else committed[(topic, partition)]
+            if saved is not None:
+                start = saved.offset
+            elif start < 0:
                 start = by_time.get((topic, partition), _configured_start(config, topic, partition, low, high))
             stop = _configured_stop(config, topic, partition, high)
-            specs.append(PartitionSpec(topic, partition, start, stop, share))
+            spec = PartitionSpec(topic, partition, start, stop, share)
+            specs.append(spec._replace(watermark_state=saved.watermark) if saved else spec)
         return specs
     finally:
         consumer.close()
@@ -388,7 +401,7 @@ class PartitionWatermark(WatermarkEstimator):
 
 class _PartitionWatermarkProvider(WatermarkEstimatorProvider):
     def initial_estimator_state(self, spec, restriction):
-        return MIN_TIMESTAMP.micros, MIN_TIMESTAMP.micros
+        return spec.watermark_state
 
     def create_watermark_estimator(self, state) -> PartitionWatermark:
         return PartitionWatermark(state)
@@ -451,6 +464,8 @@ class ReadPartitionsFn(beam.DoFn):
         next_offset = restriction.start
         if restriction.start >= restriction.stop:
             return
+        if config.checkpoint:
+            config.checkpoint.at_call_start(spec.topic, spec.partition, next_offset, watermark.get_estimator_state())
         consumer = self._consumer_at(spec.topic, spec.partition, next_offset)
         tp = TopicPartition(spec.topic, spec.partition)
         watermark.start_call(self._delay_micros)
@@ -495,6 +510,12 @@ class ReadPartitionsFn(beam.DoFn):
             # windows as late data; without them it is exact.
             if next_offset >= consumer.get_watermark_offsets(tp, cached=True)[1] >= 0:
                 break  # caught up: hand this bundle's records on now rather than wait out the deadline
+        if config.checkpoint:
+            save = config.checkpoint.at_call_end(spec.topic, spec.partition, next_offset,
+                                                 watermark.get_estimator_state(), final=past_stop or
+                                                 next_offset >= restriction.stop)
+            if save is not None:
+                finalizer.register(save)
         self._records.inc(claimed)
         self._per_read.update(claimed)
         # Register even when nothing was claimed: Prism finalizes every bundle of a stage that asks for it.

@@ -196,8 +196,9 @@ class ParseHitBatchFn(beam.DoFn):
                 self._dead_letters.inc()
                 yield pvalue.TaggedOutput(DEAD_LETTER_TAG, parsed)
         progress.record_parsed(len(batch.records), hits)
-        if hits:
-            yield HitBatch(tuple(hits))
+        last = batch.records[-1]
+        # Emitted even when empty: the batch's offsets still count as read for the aggregation checkpoint.
+        yield HitBatch(tuple(hits), last.topic, last.partition, last.offset + 1)
 
 
 def _dead_letter(record: Any, error: str) -> DeadLetter:

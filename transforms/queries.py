@@ -23,7 +23,7 @@ import collections
 import datetime
 import logging
 import operator
-from typing import Any, Dict, Iterator, Optional, Tuple, Union
+from typing import Any, Dict, Iterable, Iterator, Optional, Sequence, Tuple, Union
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
@@ -66,11 +66,18 @@ class DropLateFn(beam.DoFn):
             self._late_records.inc()
             progress.record_late()
             return
-        if not self._earliest <= hit.hittime <= self._latest:
+        if not self.windowable(hit):
             _LOGGER.warning("Dropping hit at %s: its windows fall outside years 1..9999", hit.hittime)
             self._unwindowable.inc()
             return
         yield hit
+
+    def windowable(self, hit: Hit) -> bool:
+        return self._earliest <= hit.hittime <= self._latest
+
+    def on_time(self, hit: Hit) -> bool:
+        """What process() keeps, without counting: for the aggregation checkpoint's copy of the counts."""
+        return not hit.late and self.windowable(hit)
 
 
 def _zipcode_one(hit: Hit) -> Tuple[str, int]:
@@ -117,22 +124,42 @@ class PreAggregateFn(beam.DoFn):
         self._drop_late = DropLateFn(window[0] if window else None)
 
     def process(self, batch: HitBatch, timestamp=beam.DoFn.TimestampParam) -> Iterator[Any]:
-        key_of = operator.attrgetter(self._key_field)
         if self._window is None:
-            for key, n in collections.Counter(key_of(hit) for hit in batch.hits).items():
-                yield key, n
+            yield from key_counts(batch.hits, self._key_field).items()
             return
-        size, period, offset = (int(round(v * 1e6)) for v in self._window)
-        bucket_us = period if size % period == 0 else 1  # else: one partial per exact timestamp
-        groups: Dict[tuple, list] = {}
-        for hit in batch.hits:
-            for kept in self._drop_late.process(hit):
-                micros = to_micros(kept.hittime)
-                group = groups.setdefault((key_of(kept), (micros - offset) // bucket_us), [0, micros])
-                group[0] += 1
-                group[1] = min(group[1], micros)
-        for (key, _), (n, earliest) in groups.items():
+        kept = (hit for raw in batch.hits for hit in self._drop_late.process(raw))
+        for (key, _), (n, earliest) in bucket_counts(kept, self._key_field, self._window).items():
             yield TimestampedValue((key, n), Timestamp(micros=earliest))
+
+
+def key_counts(hits: Iterable[Hit], key_field: str) -> collections.Counter:
+    """key -> hits: a global-window query's partial count."""
+    key_of = operator.attrgetter(key_field)
+    return collections.Counter(key_of(hit) for hit in hits)
+
+
+def bucket_counts(hits: Iterable[Hit], key_field: str, window: Tuple[float, float, float]) -> Dict[tuple, list]:
+    """(key, slide bucket) -> [hits, earliest hittime in micros]: a windowed query's partial count.
+
+    When the size is a multiple of the period, every hit of one period-aligned bucket belongs to the same sliding
+    windows, so one partial per bucket is exact; otherwise the bucket is the exact timestamp.
+    """
+    key_of = operator.attrgetter(key_field)
+    size, period, offset = (int(round(v * 1e6)) for v in window)
+    bucket_us = period if size % period == 0 else 1
+    groups: Dict[tuple, list] = {}
+    for hit in hits:
+        micros = to_micros(hit.hittime)
+        group = groups.setdefault((key_of(hit), (micros - offset) // bucket_us), [0, micros])
+        group[0] += 1
+        group[1] = min(group[1], micros)
+    return groups
+
+
+def _stamped_partial(partial: tuple) -> Any:
+    """(key, count, earliest micros or None) -> (key, count), timestamped in its slide bucket when windowed."""
+    key, n, earliest = partial
+    return (key, n) if earliest is None else TimestampedValue((key, n), Timestamp(micros=earliest))
 
 
 class _CountQuery(beam.PTransform):
@@ -144,9 +171,11 @@ class _CountQuery(beam.PTransform):
     KEY_FIELD = ""
 
     def __init__(self, output: Optional[OutputConfig] = None, label: Optional[str] = None,
-                 batched: bool = False) -> None:
+                 batched: bool = False, seed: Sequence[tuple] = ()) -> None:
         super().__init__(label)
         self._batched = batched  # input is HitBatch (the fast path) rather than Hit
+        # Partial counts saved by a stopped job (transforms/checkpoint.py): (key, count, earliest micros or None).
+        self._seed = tuple(seed)
         self._output = output if output is not None else OutputConfig()
         self._output.validate(self.KIND, self.QUERY)
         _LOGGER.debug("%s: %s", self.QUERY, self._output)
@@ -164,7 +193,7 @@ class _CountQuery(beam.PTransform):
     def _window_size(self) -> Optional[float]:
         return None
 
-    def _window_params(self) -> Optional[Tuple[float, float, float]]:
+    def window_params(self) -> Optional[Tuple[float, float, float]]:
         return None
 
     def _to_rows(self) -> beam.PTransform:
@@ -172,7 +201,7 @@ class _CountQuery(beam.PTransform):
 
     def expand(self, hits: beam.PCollection) -> beam.PCollection:
         if self._batched:
-            keyed = hits | "PreAggregate" >> beam.ParDo(PreAggregateFn(self.KEY_FIELD, self._window_params()))
+            keyed = hits | "PreAggregate" >> beam.ParDo(PreAggregateFn(self.KEY_FIELD, self.window_params()))
             count = sum  # of partial counts
         else:
             if self.KIND is QueryKind.WINDOWED_AGGREGATION:
@@ -181,6 +210,12 @@ class _CountQuery(beam.PTransform):
             key_label, key_step = self._key()
             keyed = hits | key_label >> key_step
             count = beam.combiners.CountCombineFn()
+        if self._seed:
+            if not self._batched:
+                raise ValueError(f"{self.QUERY}: a checkpoint seed needs the batched fast path")
+            seed = (hits.pipeline | "Seed" >> beam.Create(self._seed)
+                    | "StampSeed" >> beam.Map(_stamped_partial))
+            keyed = (keyed, seed) | "WithSeed" >> beam.Flatten()
         totals = (
             keyed
             | "Window" >> self._output.aggregation_windowing(self._window_fn())
@@ -235,8 +270,9 @@ class ZipWindowCounts(_CountQuery):
             offset: Union[float, str] = DEFAULT_WINDOW_OFFSET,
             output: Optional[OutputConfig] = None,
             label: Optional[str] = None,
-            batched: bool = False) -> None:
-        super().__init__(output, label, batched)
+            batched: bool = False,
+            seed: Sequence[tuple] = ()) -> None:
+        super().__init__(output, label, batched, seed)
         self.size = parse_duration(size)
         self.period = parse_duration(period)
         self.offset = parse_duration(offset)
@@ -258,7 +294,7 @@ class ZipWindowCounts(_CountQuery):
     def _window_size(self) -> Optional[float]:
         return self.size
 
-    def _window_params(self) -> Optional[Tuple[float, float, float]]:
+    def window_params(self) -> Optional[Tuple[float, float, float]]:
         return self.size, self.period, self.offset
 
     def _to_rows(self) -> beam.PTransform:

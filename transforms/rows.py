@@ -58,8 +58,12 @@ class Hit(NamedTuple):
 
 
 class HitBatch(NamedTuple):
-    """The parsed hits of one KafkaBatch."""
+    """The parsed hits of one KafkaBatch, and which records the batch covered (dead letters included), so the
+    aggregation checkpoint (transforms/checkpoint.py) knows how far a partition has been counted."""
     hits: tuple  # of Hit
+    topic: str = ""
+    partition: int = -1
+    next_offset: int = -1  # one past the batch's last record
 
 
 class DeadLetter(NamedTuple):

@@ -1,0 +1,244 @@
+"""The aggregation checkpoint: with --checkpoint-dir, a restarted job goes on with the running totals and window
+counts where the stopped (or killed) one left them, instead of starting them from zero.
+
+Saved per Kafka partition, in `<dir>/aggregates/<topic>/<partition>.json`:
+- `offset`: every record of the partition below it is counted in `partials`, none at or above it;
+- `watermark`: the source's watermark state there (reported watermark, max event time), so late flags after a
+  restart are the ones the stopped job would have given;
+- `partials`: per query, the partial counts of those records (per key; per key and slide bucket for windows), the
+  same partials the fast path feeds to each query's Combine;
+- `queries`: what the partials were counted for, so a changed query cannot be fed old counts.
+
+Why it is consistent:
+- `CountForCheckpointFn` runs fused with the Kafka read (no shuffle between the read, the parse and it), and Beam
+  hands each emitted batch downstream before the read goes on, so when a read call for a partition ends at offset
+  E, every record below E has been counted. The call then takes a copy of the counts (at most once per `interval`,
+  and always when a bounded read completes) and saves it when the runner finalizes the bundle, atomically: temp
+  file, fsync, rename.
+- Finalization comes after the bundle's output is committed and its finish_bundle calls returned; the other steps
+  fused with the read, the Parquet hits sink and the dead-letter sinks, flush there, so the records below E are
+  durable in them too.
+- On restart the source reads each partition from its saved offset with its saved watermark state, and each query's
+  Combine gets the saved partials (the seed) beside the new data. Records read before the kill but after the saved
+  offset are read again and counted once: the partials exclude them. Sinks keyed by Kafka record (Parquet) or by
+  key (JDBC, Kafka) absorb the replay.
+- A retried bundle hands records already counted to the counter again; it skips them by offset.
+
+The counter and the read share one in-process registry, so this needs the read and the counter in one worker
+process: Prism and the DirectRunner (LOOPBACK) are; on Flink, Spark and Dataflow use the runner's own checkpoints.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import threading
+import time
+from typing import Callable, Dict, Iterable, List, NamedTuple, Optional, Tuple
+
+import apache_beam as beam
+import orjson
+
+from transforms.queries import DropLateFn, bucket_counts, key_counts
+from transforms.rows import Hit, HitBatch
+
+_LOGGER = logging.getLogger(__name__)
+
+SAVE_INTERVAL_SECONDS = 1.0
+
+
+class QuerySpec(NamedTuple):
+    """What one query counts: its name, the Hit field it groups by, and (size, period, offset) for windows."""
+    name: str
+    key_field: str
+    window: Optional[Tuple[float, float, float]] = None
+
+
+class Saved(NamedTuple):
+    """Where a partition's saved counts stand: its offset and the source's watermark state there."""
+    offset: int
+    watermark: Tuple[int, int]
+
+
+@dataclasses.dataclass(frozen=True)
+class AggregateCheckpoint:
+    """The checkpoint dir and the queries counted into it; shared by the source, the counter and the seed."""
+    directory: str
+    queries: Tuple[QuerySpec, ...]
+    interval: float = SAVE_INTERVAL_SECONDS
+
+    def path(self, topic: str, partition: int) -> str:
+        return os.path.join(self.directory, "aggregates", topic, f"{partition}.json")
+
+    def _read(self, topic: str, partition: int) -> Optional[dict]:
+        try:
+            with open(self.path(topic, partition), "rb") as file:
+                saved = orjson.loads(file.read())
+        except FileNotFoundError:
+            return None
+        self._check_queries(saved, self.path(topic, partition))
+        return saved
+
+    def _check_queries(self, saved: dict, path: str) -> None:
+        wanted = [[q.name, q.key_field, list(q.window) if q.window else None] for q in self.queries]
+        if saved["queries"] != wanted:
+            raise ValueError(
+                f"--checkpoint-dir {self.directory} holds counts for other queries or windows ({saved['queries']} "
+                f"in {path}); this job counts {wanted}. Use a new checkpoint dir for a changed job.")
+
+    def resume(self, topic: str, partition: int) -> Optional[Saved]:
+        """Where the source resumes this partition, or None when nothing was saved for it."""
+        saved = self._read(topic, partition)
+        return None if saved is None else Saved(saved["offset"], tuple(saved["watermark"]))
+
+    def seed(self, query: str) -> List[tuple]:
+        """Every saved partial of `query`, summed over partitions: (key, count, earliest micros or None)."""
+        total: Dict[tuple, list] = {}
+        root = os.path.join(self.directory, "aggregates")
+        for topic in sorted(os.listdir(root)) if os.path.isdir(root) else ():
+            for name in sorted(os.listdir(os.path.join(root, topic))):
+                if not name.endswith(".json"):
+                    continue  # a temp file of a save that a kill interrupted
+                saved = self._read(topic, int(name[:-len(".json")]))
+                for key, bucket, n, earliest in saved["partials"].get(query, ()):
+                    _add(total, (key, bucket), n, earliest)
+        return [(key, n, earliest) for (key, _), (n, earliest) in total.items()]
+
+    def counts(self, topic: str, partition: int, start: int, watermark: Tuple[int, int]) -> "PartitionCounts":
+        """The registry's counts for a partition whose read call starts at `start` (see `at_call_start`)."""
+        key = (self.directory, topic, partition)
+        with _LOCK:
+            counts = _REGISTRY.get(key)
+            if counts is None:
+                saved = self._read(topic, partition)
+                counts = PartitionCounts.from_saved(saved) if saved else PartitionCounts(start, watermark)
+                _REGISTRY[key] = counts
+            return counts
+
+    def at_call_start(self, topic: str, partition: int, start: int, watermark: Tuple[int, int]) -> None:
+        """Called by the source as a read call for the partition begins at `start`, before it reads."""
+        counts = self.counts(topic, partition, start, watermark)
+        with _LOCK:
+            # Behind: nothing was read in between (offsets with no record, such as transaction markers, or a first
+            # read). Ahead: a retried bundle; the counter skips what it already counted.
+            counts.next_offset = max(counts.next_offset, start)
+
+    def at_call_end(self, topic: str, partition: int, end: int, watermark: Tuple[int, int], final: bool
+                    ) -> Optional[Callable[[], None]]:
+        """Called by the source after a read call that stopped at offset `end`: the save to run when the runner
+        finalizes the bundle (its output committed, the fused sinks flushed), or None when none is due."""
+        counts = self.counts(topic, partition, end, watermark)
+        with _LOCK:
+            counts.next_offset = max(counts.next_offset, end)  # offsets with no record at the end of the range
+            if counts.next_offset != end:
+                return None  # a retried bundle read less than was counted: the counts are ahead of the sinks
+            due = final or time.monotonic() - counts.taken_at >= self.interval
+            if not due or end == counts.taken_offset:
+                return None
+            counts.taken_offset, counts.taken_at = end, time.monotonic()
+            counts.watermark = tuple(watermark)
+            document = counts.to_json(self.queries)
+        path = self.path(topic, partition)
+
+        def save() -> None:
+            with counts.save_lock:
+                if end > counts.saved_offset:  # finalizations may run out of order
+                    _write_atomically(path, document)
+                    counts.saved_offset = end
+
+        return save
+
+
+def _add(table: Dict[tuple, list], key: tuple, n: int, earliest: Optional[int]) -> None:
+    entry = table.get(key)
+    if entry is None:
+        table[key] = [n, earliest]
+        return
+    entry[0] += n
+    if earliest is not None:
+        entry[1] = earliest if entry[1] is None else min(entry[1], earliest)
+
+
+@dataclasses.dataclass
+class PartitionCounts:
+    """The partials of one partition's records below `next_offset`."""
+    next_offset: int
+    watermark: Tuple[int, int]
+    partials: Dict[str, Dict[tuple, list]] = dataclasses.field(default_factory=dict)
+    taken_offset: int = -1  # the last offset a save was prepared for
+    taken_at: float = float("-inf")
+    saved_offset: int = -1  # the last offset written to the file
+    save_lock: threading.Lock = dataclasses.field(default_factory=threading.Lock, repr=False, compare=False)
+
+    @classmethod
+    def from_saved(cls, saved: dict) -> "PartitionCounts":
+        partials = {query: {(key, bucket): [n, earliest] for key, bucket, n, earliest in rows}
+                    for query, rows in saved["partials"].items()}
+        return cls(saved["offset"], tuple(saved["watermark"]), partials, taken_offset=saved["offset"],
+                   saved_offset=saved["offset"])
+
+    def add(self, hits: List[Hit], queries: Iterable[QuerySpec], on_time: Dict[str, DropLateFn]) -> None:
+        for query in queries:
+            table = self.partials.setdefault(query.name, {})
+            if query.window is None:
+                for key, n in key_counts(hits, query.key_field).items():
+                    _add(table, (key, None), n, None)
+            else:
+                kept = filter(on_time[query.name].on_time, hits)
+                for key, (n, earliest) in bucket_counts(kept, query.key_field, query.window).items():
+                    _add(table, key, n, earliest)
+
+    def to_json(self, queries: Iterable[QuerySpec]) -> bytes:
+        return orjson.dumps({
+            "offset": self.next_offset,
+            "watermark": list(self.watermark),
+            "queries": [[q.name, q.key_field, list(q.window) if q.window else None] for q in queries],
+            "partials": {query: [[key, bucket, n, earliest] for (key, bucket), (n, earliest) in table.items()]
+                         for query, table in self.partials.items()},
+        })
+
+
+# (directory, topic, partition) -> PartitionCounts, shared by the read and the counter of one worker process.
+_REGISTRY: Dict[Tuple[str, str, int], PartitionCounts] = {}
+_LOCK = threading.Lock()
+
+
+def _write_atomically(path: str, document: bytes) -> None:
+    folder = os.path.dirname(path)
+    os.makedirs(folder, exist_ok=True)
+    temp = f"{path}.{os.getpid()}.tmp"
+    with open(temp, "wb") as file:
+        file.write(document)
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(temp, path)
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+class CountForCheckpointFn(beam.DoFn):
+    """HitBatch -> nothing: adds the batch's hits to its partition's counts in the registry (see the module doc)."""
+
+    def __init__(self, checkpoint: AggregateCheckpoint) -> None:
+        self._checkpoint = checkpoint
+
+    def setup(self) -> None:
+        self._on_time = {q.name: DropLateFn(q.window[0]) for q in self._checkpoint.queries if q.window}
+
+    def process(self, batch: HitBatch) -> None:
+        key = (self._checkpoint.directory, batch.topic, batch.partition)
+        with _LOCK:
+            counts = _REGISTRY.get(key)
+            if counts is None:
+                raise RuntimeError(
+                    f"--checkpoint-dir: no read of {batch.topic} [{batch.partition}] in this worker process; the "
+                    "aggregation checkpoint needs the Kafka read and the parse in one process (Prism or the "
+                    "DirectRunner). On other runners, leave it to the runner's own checkpoints.")
+            if batch.next_offset <= counts.next_offset:
+                return  # counted before (a retried bundle)
+            hits = [hit for hit in batch.hits if hit.offset >= counts.next_offset]
+            counts.add(hits, self._checkpoint.queries, self._on_time)
+            counts.next_offset = batch.next_offset
