@@ -8,11 +8,15 @@ Started by the memory sink in its worker (with LOOPBACK that is the process that
 * `/tables` -> `{"tables": [...]}`;
 * `/health` -> `{"ok": true}`.
 
+On a loopback address it answers only requests whose Host is localhost, 127.0.0.1 or [::1] (403 otherwise), so a
+web page on another site cannot read it through DNS rebinding.
+
 Other components (the dashboard) may serve more paths from the same server with `add_route`.
 """
 from __future__ import annotations
 
 import errno
+import ipaddress
 import json
 import logging
 import threading
@@ -34,6 +38,7 @@ class Raw(NamedTuple):
     content_type: str
 
 
+_LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
 _ROUTES: Dict[str, Route] = {}
 _SERVERS: Dict[Tuple[str, int], ThreadingHTTPServer] = {}
 _LOCK = threading.Lock()
@@ -71,6 +76,9 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "hitstream"
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        if not self._host_allowed():
+            self._reply(403, {"error": "this server answers only to localhost, 127.0.0.1 or [::1]"})
+            return
         url = urllib.parse.urlsplit(self.path)
         handler = _ROUTES.get(url.path)
         if handler is None:
@@ -83,6 +91,17 @@ class _Handler(BaseHTTPRequestHandler):
             _LOGGER.exception("server: %s failed", url.path)
             status, body = 500, {"error": f"internal error: {type(error).__name__}"}
         self._reply(status, body)
+
+    def _host_allowed(self) -> bool:
+        """On a loopback address, the Host header must be a loopback name too: a web page whose own domain was
+        pointed at 127.0.0.1 (DNS rebinding) would otherwise read the job's data through the visitor's browser."""
+        if not ipaddress.ip_address(self.server.server_address[0]).is_loopback:
+            return True  # bound to a chosen interface: whoever chose it decides who may connect
+        host = self.headers.get("Host")
+        try:
+            return host is None or urllib.parse.urlsplit(f"//{host}").hostname in _LOOPBACK_NAMES
+        except ValueError:  # not even a host name ("[::1")
+            return False
 
     def _reply(self, status: int, body: object) -> None:
         raw = body if isinstance(body, Raw) else Raw(json.dumps(body, default=str).encode(), "application/json")

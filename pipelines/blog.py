@@ -42,6 +42,8 @@ _LOGGER = logging.getLogger(__name__)
 
 def kafka_source_config(options: HitstreamOptions, settings: Settings,
                         checkpoint: Optional[AggregateCheckpoint] = None) -> KafkaSourceConfig:
+    import dataclasses
+    from pipelines.options import KafkaClientSettings, kafka_client_settings
     spark_options = {"kafka.bootstrap.servers": options.bootstrap_servers,
                      "startingOffsets": options.starting_offsets,
                      "failOnDataLoss": options.fail_on_data_loss}
@@ -56,15 +58,15 @@ def kafka_source_config(options: HitstreamOptions, settings: Settings,
         spark_options["endingOffsets"] = ending
     if options.max_offsets_per_trigger:
         spark_options["maxOffsetsPerTrigger"] = str(options.max_offsets_per_trigger)
-    for setting in options.kafka_options:
-        key, sep, value = setting.partition("=")
-        if not sep:
-            raise ValueError(f"--kafka-option {setting!r}: write KEY=VALUE")
+    # --kafka-options-file, HITSTREAM_KAFKA_* and --kafka-option (secrets warned about there), as kafka.* options.
+    for key, value in kafka_client_settings(options, warn=True).items():
         spark_options[f"kafka.{key}"] = value
-    return KafkaSourceConfig.from_spark_options(
+    config = KafkaSourceConfig.from_spark_options(
         spark_options, group_id=options.group_id, timestamp_policy=options.timestamp_policy, batched=True,
         watermark_delay_seconds=settings.watermark_delay,
         trigger_interval_seconds=settings.trigger.interval or 1.0, checkpoint=checkpoint)
+    # The same settings, in a dict whose repr masks secrets, should the config ever be logged.
+    return dataclasses.replace(config, kafka_options=KafkaClientSettings(config.kafka_options))
 
 
 def _reader(hs: HitstreamOptions, settings: Settings, checkpoint: Optional[AggregateCheckpoint]) -> beam.PTransform:

@@ -6,13 +6,16 @@ Complex options are parsed into frozen dataclasses (`SinkChoice`, the source con
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import socket
-from typing import Optional
+from typing import Dict, List, Optional
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from transforms.output_modes import OutputMode, QueryKind, Trigger, parse_duration
+
+_LOGGER = logging.getLogger(__name__)
 
 QUERIES = {
     "hits": QueryKind.PROJECTION,
@@ -80,9 +83,18 @@ class HitstreamOptions(PipelineOptions):
             help="rate limit: offsets read per trigger interval across all partitions (default: no limit)")
         add("--fail-on-data-loss", dest="fail_on_data_loss", default="true", choices=("true", "false"),
             help="fail when offsets were deleted before being read, or warn and count them (default: true)")
-        add("--kafka-option", dest="kafka_options", action="append", default=[],
-            help="a Kafka client setting KEY=VALUE passed through, e.g. security.protocol=SASL_SSL "
-                 "(repeatable; default: none)")
+        # Not dest="kafka_options": that name is the property below, which adds the file's and the environment's
+        # settings without putting them into the pipeline options.
+        add("--kafka-option", dest="kafka_option_args", action="append", default=[],
+            help="a Kafka client setting KEY=VALUE (librdkafka's names) for the source's consumer and the Kafka "
+                 "sinks' producers, e.g. security.protocol=SASL_SSL (repeatable; default: none). Not for secrets: "
+                 "the command line shows in `ps`, shell history and the job's pipeline options; put "
+                 "sasl.password, ssl.key.password... in --kafka-options-file or HITSTREAM_KAFKA_<KEY>")
+        add("--kafka-options-file", dest="kafka_options_file", default=None,
+            help="a file of Kafka client settings, one KEY=VALUE per line as in a Kafka client.properties (# "
+                 "comments), the place for secrets; it is read when the job is built, only its path is a "
+                 "pipeline option. Environment variables HITSTREAM_KAFKA_<KEY> (HITSTREAM_KAFKA_SASL_PASSWORD is "
+                 "sasl.password) override it, and --kafka-option overrides both (default: none)")
         add("--group-id", dest="group_id", default="hitstream",
             help="consumer group whose committed offsets are the resume point (default: hitstream)")
         add("--timestamp-policy", dest="timestamp_policy", default="event-time",
@@ -116,7 +128,9 @@ class HitstreamOptions(PipelineOptions):
         add("--parquet-partition-by", dest="parquet_partition_by", default="zipcode,day",
             help="Hive partition columns of the Parquet sink (default: zipcode,day)")
         add("--jdbc-url", dest="jdbc_url", default=None,
-            help="SQLAlchemy URL of the JDBC sink; the password may come from HITSTREAM_DB_PASSWORD "
+            help="SQLAlchemy URL of the JDBC sink, with a user but no password (mysql+pymysql://user@host:3306/db): "
+                 "the workers read the password from HITSTREAM_DB_PASSWORD, or from the file named by "
+                 "HITSTREAM_DB_PASSWORD_FILE; a password in the URL shows in `ps` and the pipeline options "
                  "(default: sqlite:///hitstream-output/hitstream.db)")
         add("--jdbc-table", dest="jdbc_table", default=None, help="JDBC table (default: zip_test for zip_counts, "
                                                                   "else the query name)")
@@ -137,9 +151,81 @@ class HitstreamOptions(PipelineOptions):
         add("--run-seconds", dest="run_seconds", type=float, default=0.0,
             help="stop a streaming run after this many seconds; 0 = until Ctrl-C (default: 0)")
         add("--dashboard", dest="dashboard", action="store_true", default=False,
-            help="serve the live dashboard on 127.0.0.1 (default: off)")
+            help="serve the live dashboard on 127.0.0.1 only, read-only (default: off)")
         add("--dashboard-port", dest="dashboard_port", type=int, default=4040,
             help="dashboard and SQL port (default: 4040)")
+
+    @property
+    def kafka_options(self) -> List[str]:
+        """Every Kafka client setting as KEY=VALUE (see `kafka_client_settings`), for the source and the sinks.
+
+        A property, not a parsed option: the settings of --kafka-options-file and HITSTREAM_KAFKA_* are read
+        here, when the graph is built, and never enter the pipeline options, which runners show and workers log.
+        """
+        return [f"{key}={value}" for key, value in kafka_client_settings(self).items()]
+
+
+KAFKA_ENV_PREFIX = "HITSTREAM_KAFKA_"
+# Kafka client settings whose values are secrets (librdkafka's names): masked in reprs, warned about on the
+# command line.
+_SECRET_KEY_PARTS = ("password", "secret", "jaas", "ssl.key.pem", "oauthbearer.config")
+
+
+def is_secret_setting(key: str) -> bool:
+    return any(part in key.lower() for part in _SECRET_KEY_PARTS)
+
+
+class KafkaClientSettings(dict):
+    """Kafka client settings: a plain dict to confluent-kafka, but its repr (which ends up in logs and
+    tracebacks, e.g. inside the source config's) shows secret values as ***."""
+
+    def __repr__(self) -> str:
+        return repr({key: "***" if is_secret_setting(key) else value for key, value in self.items()})
+
+
+def read_properties(path: str) -> Dict[str, str]:
+    """The KEY=VALUE lines of a Java-style properties file; blank lines and `#` or `!` comments are skipped."""
+    settings = {}
+    try:
+        with open(path, encoding="utf-8") as lines:
+            for number, line in enumerate(lines, 1):
+                line = line.strip()
+                if not line or line[0] in "#!":
+                    continue
+                key, sep, value = line.partition("=")
+                if not sep or not key.strip():
+                    # The line is not quoted back: it may hold a secret.
+                    raise ValueError(f"--kafka-options-file {path}, line {number}: write KEY=VALUE")
+                settings[key.strip()] = value.strip()
+    except OSError as error:
+        raise ValueError(f"--kafka-options-file {path}: cannot read it ({error.strerror})") from None
+    return settings
+
+
+def kafka_client_settings(options, warn: bool = False) -> KafkaClientSettings:
+    """The Kafka client settings (librdkafka's names) of the source's consumer and the sinks' producers, later ones
+    winning: --kafka-options-file, then HITSTREAM_KAFKA_<KEY> variables (upper case, `_` for `.`:
+    HITSTREAM_KAFKA_SASL_PASSWORD is sasl.password), then --kafka-option. `warn` logs secrets given on the command
+    line and an options file that other users can read."""
+    settings = KafkaClientSettings()
+    path = options.kafka_options_file
+    if path:
+        settings.update(read_properties(path))
+        if warn and os.stat(path).st_mode & 0o077:
+            _LOGGER.warning("--kafka-options-file %s can be read by other users; chmod 600 it", path)
+    for name, value in sorted(os.environ.items()):
+        if name.startswith(KAFKA_ENV_PREFIX) and len(name) > len(KAFKA_ENV_PREFIX):
+            settings[name[len(KAFKA_ENV_PREFIX):].lower().replace("_", ".")] = value
+    for setting in options.kafka_option_args:
+        key, sep, value = setting.partition("=")
+        if not sep or not key:
+            raise ValueError("a --kafka-option is not KEY=VALUE (not shown here: it may hold a secret)")
+        if warn and is_secret_setting(key):
+            _LOGGER.warning("--kafka-option %s: a secret on the command line shows in `ps`, shell history and the "
+                            "pipeline options; put it in --kafka-options-file or %s%s instead", key,
+                            KAFKA_ENV_PREFIX, key.upper().replace(".", "_"))
+        settings[key] = value
+    return settings
 
 
 @dataclasses.dataclass(frozen=True)
@@ -189,6 +275,9 @@ def check_database(url: Optional[str]) -> None:
     """Connect once to the JDBC sink's database (default: the embedded SQLite file), or fail with the fix."""
     import sqlalchemy
     from transforms.sinks.jdbc import DEFAULT_URL, mask_url, resolve_url
+    if url and sqlalchemy.engine.make_url(url).password is not None:
+        _LOGGER.warning("--jdbc-url carries a password, which shows in `ps`, shell history and the pipeline "
+                        "options; leave it out and set HITSTREAM_DB_PASSWORD or HITSTREAM_DB_PASSWORD_FILE")
     target = resolve_url(url or DEFAULT_URL)
     if target.drivername.startswith("sqlite") and target.database:
         check_writable(os.path.dirname(os.path.abspath(target.database)), "the SQLite folder")

@@ -63,7 +63,8 @@ JDBC_RETRY = RetryPolicy(max_attempts=18, initial_backoff=0.5, max_backoff=10.0)
 
 def validate_identifier(name: str, what: str = "table") -> str:
     """`name` if it is a plain SQL identifier, else ValueError. Quoting alone would let odd names through."""
-    if not isinstance(name, str) or not IDENTIFIER.match(name):
+    # fullmatch: with match, `$` also accepts a name that ends in a newline.
+    if not isinstance(name, str) or not IDENTIFIER.fullmatch(name):
         raise ValueError(f"jdbc sink: {what} name {name!r} is refused: use letters, digits and _ only, starting with "
                          f"a letter or _, at most 64 characters ({IDENTIFIER.pattern})")
     return name
@@ -78,12 +79,20 @@ def mask_url(url: "str | sa.engine.URL") -> str:
 
 
 def resolve_url(url: str) -> sa.engine.URL:
-    """Parse `url`; add the password from HITSTREAM_DB_PASSWORD when the URL names a user but no password."""
+    """Parse `url`; when it names a user but no password, add the password from HITSTREAM_DB_PASSWORD, or else from
+    the file named by HITSTREAM_DB_PASSWORD_FILE (a mounted secret; its trailing newline is not part of it)."""
     parsed = sa.engine.make_url(url)
+    if not parsed.username or parsed.password is not None:
+        return parsed
     password = os.environ.get(PASSWORD_ENV)
-    if parsed.username and parsed.password is None and password:
-        parsed = parsed.set(password=password)
-    return parsed
+    path = os.environ.get(f"{PASSWORD_ENV}_FILE")
+    if not password and path:
+        try:
+            with open(path, encoding="utf-8") as secret:
+                password = secret.read().rstrip("\r\n")
+        except OSError as error:
+            raise ValueError(f"jdbc sink: {PASSWORD_ENV}_FILE={path} cannot be read ({error.strerror})") from None
+    return parsed.set(password=password) if password else parsed
 
 
 def _utc_naive(value: Optional[datetime.datetime]) -> Optional[datetime.datetime]:

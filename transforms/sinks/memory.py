@@ -399,7 +399,7 @@ class WriteToMemory(Sink):
     def __init__(self, table: str, append: bool = False, sql_port: Optional[int] = None,
                  sql_host: str = "127.0.0.1", max_batch_size: int = 10_000) -> None:
         super().__init__(f"memory.{table}", max_batch_size=max_batch_size, retry=RetryPolicy(max_attempts=1))
-        if not _TABLE_NAME.match(table or ""):
+        if not _TABLE_NAME.fullmatch(table or ""):  # not match: its `$` accepts a trailing newline
             raise ValueError(f"memory sink: table name {table!r} must match {_TABLE_NAME.pattern}")
         self._table = table
         self._append = append
