@@ -62,15 +62,15 @@ def job_args(topic: str, out_topic: str, db_url: str, work: Path, group: str) ->
     ]
 
 
-def start_job(args: list, trigger: str, log: Path) -> subprocess.Popen:
-    """`hitstream run` on Prism in its own process group, so one killpg takes the launcher, worker and Prism."""
+def start_job(args: list, trigger: str, log: Path, runner: str = "prism") -> subprocess.Popen:
+    """`hitstream run` in its own process group, so one killpg takes the launcher, the worker and Prism."""
     with open(log, "ab") as out:
-        return subprocess.Popen([sys.executable, "-m", "pipelines.blog", "--runner", "prism", f"--trigger={trigger}",
+        return subprocess.Popen([sys.executable, "-m", "pipelines.blog", "--runner", runner, f"--trigger={trigger}",
                                  *args], cwd=REPO, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
 
-def drain(args: list, log: Path) -> None:
-    job = start_job(args, "available-now", log)
+def drain(args: list, log: Path, runner: str = "prism") -> None:
+    job = start_job(args, "available-now", log, runner)
     assert job.wait(timeout=900) == 0, f"the available-now drain failed; see {log}:\n{log.read_text()[-3000:]}"
 
 
@@ -156,21 +156,23 @@ def saved_offsets(work: Path) -> dict:
     return {int(f.stem): orjson.loads(f.read_bytes())["offset"] for f in root.glob("*/*.json")}
 
 
-def test_a_second_available_now_run_goes_on_from_the_first(kafka_bootstrap, topic_factory, scratch_db, tmp_path):
+@pytest.mark.parametrize("runner", ["prism", "direct"])
+def test_a_second_available_now_run_goes_on_from_the_first(runner, kafka_bootstrap, topic_factory, scratch_db,
+                                                           tmp_path):
     topic, out_topic = topic_factory(partitions=4, prefix="restart"), topic_factory(partitions=1, prefix="out")
     start_ms = 1795478400000  # 2026-11-23T19:20:00Z
     args = job_args(topic, out_topic, scratch_db, tmp_path, f"g-{topic}")
     first = produce(ProduceSpec(topic=topic, bootstrap_servers=kafka_bootstrap, count=6000, partitions=4,
                                 zipcodes=30, malformed_share=0.02, event_time_start_ms=start_ms,
                                 event_time_span_seconds=3600, seed=1))
-    drain(args, tmp_path / "run1.log")
+    drain(args, tmp_path / "run1.log", runner)
     after_first = saved_offsets(tmp_path)
     assert sum(after_first.values()) == first.produced, after_first  # the bounded end is saved
 
     second = produce(ProduceSpec(topic=topic, bootstrap_servers=kafka_bootstrap, count=4000, partitions=4,
                                  zipcodes=30, malformed_share=0.02, event_time_start_ms=start_ms + 1800_000,
                                  event_time_span_seconds=3600, seed=2))
-    drain(args, tmp_path / "run2.log")
+    drain(args, tmp_path / "run2.log", runner)
     assert sum(saved_offsets(tmp_path).values()) == first.produced + second.produced
     # The second run read only the new records: its Kafka source started at the saved offsets.
     log = (tmp_path / "run2.log").read_text()
