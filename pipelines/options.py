@@ -85,12 +85,12 @@ class HitstreamOptions(PipelineOptions):
             help="fail when offsets were deleted before being read, or warn and count them (default: true)")
         # Not dest="kafka_options": that name is the property below, which adds the file's and the environment's
         # settings without putting them into the pipeline options.
-        add("--kafka-option", dest="kafka_option_args", action="append", default=[],
+        add("--kafka-option", dest="kafka_option_args", action="append", default=[], metavar="KEY=VALUE",
             help="a Kafka client setting KEY=VALUE (librdkafka's names) for the source's consumer and the Kafka "
                  "sinks' producers, e.g. security.protocol=SASL_SSL (repeatable; default: none). Not for secrets: "
                  "the command line shows in `ps`, shell history and the job's pipeline options; put "
                  "sasl.password, ssl.key.password... in --kafka-options-file or HITSTREAM_KAFKA_<KEY>")
-        add("--kafka-options-file", dest="kafka_options_file", default=None,
+        add("--kafka-options-file", dest="kafka_options_file", default=None, metavar="PATH",
             help="a file of Kafka client settings, one KEY=VALUE per line as in a Kafka client.properties (# "
                  "comments), the place for secrets; it is read when the job is built, only its path is a "
                  "pipeline option. Environment variables HITSTREAM_KAFKA_<KEY> (HITSTREAM_KAFKA_SASL_PASSWORD is "
