@@ -1,0 +1,157 @@
+"""Shared by the fault tests: a scratch MariaDB database, reading each sink back, waiting for the sinks to settle,
+and the one line of figures each test prints (fault, runs, records produced, lost, duplicated).
+
+Sinks are read with plain clients (DuckDB over the Parquet files, SQLAlchemy, confluent-kafka), never through the
+pipeline, so what they hold can be compared with the reference the generator or the fuzzer recorded.
+"""
+from __future__ import annotations
+
+import collections
+import contextlib
+import datetime
+import time
+import uuid
+from typing import Callable, Dict, Iterator, List, Tuple
+
+import duckdb
+import orjson
+import sqlalchemy as sa
+from confluent_kafka import Consumer, TopicPartition
+
+UTC = datetime.timezone.utc
+
+
+@contextlib.contextmanager
+def scratch_database(mysql_url: str) -> Iterator[str]:
+    """A new database `hitstream_<uuid>` on the stack's MariaDB (the account may create those); yields its URL.
+    The JDBC sinks then use their default table names without meeting other tests' tables."""
+    name = f"hitstream_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(mysql_url, pool_pre_ping=True)  # the server may have restarted in between
+    with admin.begin() as conn:
+        conn.execute(sa.text(f"CREATE DATABASE `{name}`"))
+    try:
+        yield str(sa.engine.make_url(mysql_url).set(database=name).render_as_string(hide_password=False))
+    finally:
+        with admin.begin() as conn:
+            conn.execute(sa.text(f"DROP DATABASE IF EXISTS `{name}`"))
+        admin.dispose()
+
+
+def table_rows(url: str, table: str) -> List[tuple]:
+    """Every row of `table`, or [] while the sink has not created it yet (or the database is away)."""
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            if not sa.inspect(conn).has_table(table):
+                return []
+            return [tuple(row) for row in conn.execute(sa.text(f"SELECT * FROM `{table}`"))]
+    except sa.exc.OperationalError:
+        return []
+    finally:
+        engine.dispose()
+
+
+def parquet_coordinates(path: str) -> List[Tuple[int, int]]:
+    """(partition, offset) of every row in the Parquet files under `path`, duplicates kept."""
+    try:
+        return [tuple(row) for row in duckdb.connect().execute(
+            f"SELECT \"partition\", \"offset\" FROM read_parquet('{path}/**/*.parquet', hive_partitioning=true)"
+        ).fetchall()]
+    except duckdb.IOException:  # no file committed yet
+        return []
+
+
+def consume_all(bootstrap: str, topic: str, timeout: float = 60.0) -> List[Tuple[int, int, bytes, bytes]]:
+    """(partition, offset, key, value) of every message the topic holds now, in offset order per partition."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"read-{uuid.uuid4().hex}",
+                         "enable.auto.commit": False, "logger": _QUIET})
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10) for p in partitions}
+        wanted = {p: high for p, (low, high) in ends.items() if high > low}
+        consumer.assign([TopicPartition(topic, p, ends[p][0]) for p in wanted])
+        got, done = [], {p: ends[p][0] for p in wanted}
+        deadline = time.monotonic() + timeout
+        while any(done[p] < wanted[p] for p in wanted) and time.monotonic() < deadline:
+            for message in consumer.consume(num_messages=1000, timeout=1.0):
+                if message.error() is None:
+                    got.append((message.partition(), message.offset(), message.key(), message.value()))
+                    done[message.partition()] = message.offset() + 1
+        return sorted(got)
+    finally:
+        consumer.close()
+
+
+class _Quiet:
+    """librdkafka's logger: reading while a broker restarts is expected to log connection errors."""
+
+    def log(self, *args, **kwargs) -> None:
+        pass
+
+
+_QUIET = _Quiet()
+
+
+def latest_counts(bootstrap: str, topic: str) -> Dict[str, int]:
+    """The Kafka sink's zip_counts: per key, the highest count sent (counts only grow; a resend repeats one)."""
+    latest: Dict[str, int] = {}
+    for _, _, key, value in consume_all(bootstrap, topic):
+        count = orjson.loads(value)["count"]
+        latest[key.decode()] = max(latest.get(key.decode(), 0), count)
+    return latest
+
+
+def dead_letter_coordinates(bootstrap: str, topic: str) -> List[Tuple[int, int]]:
+    """(partition, offset) of the original message of every record on a dead-letter topic, duplicates kept."""
+    return [(doc["partition"], doc["offset"]) for doc in
+            (orjson.loads(value) for _, _, _, value in consume_all(bootstrap, topic))]
+
+
+def window_reference(events) -> Dict[tuple, int]:
+    """(window_start, zipcode) -> hits, for 10-minute windows every 5 minutes starting 2 minutes past the hour, from
+    (hittime_ms, zipcode, ...) events, computed in DuckDB. window_start is a naive UTC datetime, as MariaDB returns."""
+    db = duckdb.connect()
+    db.execute("CREATE TABLE ref (hittime_ms BIGINT, zipcode VARCHAR)")
+    db.executemany("INSERT INTO ref VALUES (?, ?)", [(e[0], e[1]) for e in events])
+    rows = db.execute("""
+        WITH b AS (SELECT zipcode, (hittime_ms - 120000) // 300000 * 300000 + 120000 AS bucket FROM ref)
+        SELECT start, zipcode, count(*) FROM (
+            SELECT zipcode, bucket AS start FROM b UNION ALL SELECT zipcode, bucket - 300000 FROM b)
+        GROUP BY ALL""").fetchall()
+    return {(datetime.datetime.fromtimestamp(start / 1000, UTC).replace(tzinfo=None), zipcode): n
+            for start, zipcode, n in rows}
+
+
+def count_diff(got: Dict, want: Dict) -> Tuple[int, int]:
+    """(lost, duplicated) between counts per key: what is missing from `got`, and what it has too much of."""
+    lost = sum(max(0, n - got.get(key, 0)) for key, n in want.items())
+    extra = sum(max(0, n - want.get(key, 0)) for key, n in got.items())
+    return lost, extra
+
+
+def record_diff(got: List[tuple], want: set) -> Tuple[int, int]:
+    """(lost, duplicated) between records keyed by coordinates: missing ones, and copies beyond the first (or
+    records that should not be there at all)."""
+    seen = collections.Counter(got)
+    lost = len(want - set(seen))
+    extra = sum(n - 1 for n in seen.values()) + len(set(seen) - want)
+    return lost, extra
+
+
+def wait_until(check: Callable[[], bool], timeout: float, interval: float = 1.0) -> bool:
+    """Poll `check` until it is true or `timeout` seconds pass; returns its last answer."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if check():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)
+
+
+def print_figures(capsys, fault: str, runs: int, produced: int, lost: int, duplicated: int, **more) -> None:
+    """One line per test for the README's reliability table, shown even when pytest captures output."""
+    extra = "".join(f" {key}={value}" for key, value in more.items())
+    with capsys.disabled():
+        print(f"\nFAULT {fault}: runs={runs} produced={produced} lost={lost} duplicated={duplicated}{extra}",
+              flush=True)
