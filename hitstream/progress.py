@@ -666,7 +666,7 @@ def start_for_job(options, runner: str = "prism") -> StreamingQuery:
             _LOGGER.warning("dashboard: the %s runner's workers may not run in this process; the dashboard shows "
                             "only what they report here (see hitstream/progress.py)", runner)
         from hitstream import dashboard
-        dashboard.serve(query, options.dashboard_port)
+        dashboard.serve(query, options.dashboard_port, options.dashboard_host)
     if terminal_wanted():
         query.add_listener(TerminalProgress())
     return query.start()

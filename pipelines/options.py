@@ -151,7 +151,10 @@ class HitstreamOptions(PipelineOptions):
         add("--run-seconds", dest="run_seconds", type=float, default=0.0,
             help="stop a streaming run after this many seconds; 0 = until Ctrl-C (default: 0)")
         add("--dashboard", dest="dashboard", action="store_true", default=False,
-            help="serve the live dashboard on 127.0.0.1 only, read-only (default: off)")
+            help="serve the live, read-only dashboard (default: off)")
+        add("--dashboard-host", dest="dashboard_host", default="127.0.0.1",
+            help="address the dashboard and SQL server listen on; anything but loopback lets other machines in "
+                 "(default: 127.0.0.1)")
         add("--dashboard-port", dest="dashboard_port", type=int, default=4040,
             help="dashboard and SQL port (default: 4040)")
 

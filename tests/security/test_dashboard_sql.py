@@ -113,3 +113,16 @@ def test_sql_box_runs_with_external_access_off(served):
     port, table = served
     status, body = _sql(port, "SELECT current_setting('enable_external_access') AS external")
     assert status == 200 and body["rows"] == [[False]]
+
+
+def test_dashboard_host_is_loopback_unless_told_otherwise():
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from pipelines.options import HitstreamOptions
+    from transforms.sinks import sink_for
+
+    default = PipelineOptions([]).view_as(HitstreamOptions)
+    assert default.dashboard_host == "127.0.0.1"
+    told = PipelineOptions(["--dashboard-host=0.0.0.0", "--dashboard-port=4999"]).view_as(HitstreamOptions)
+    writer = sink_for("memory", "zip_counts", told).make_writer()
+    assert (writer._sql_host, writer._sql_port) == ("0.0.0.0", 4999)

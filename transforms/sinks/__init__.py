@@ -51,7 +51,7 @@ def sink_for(kind: str, query: str, options) -> beam.PTransform:
         if len(_modes(options, kind, query)) > 1:
             raise ValueError(f"--sink {query}=memory is given with two output modes; a memory table holds one "
                              f"result, so choose one mode for {query}")
-        return WriteToMemory(query, sql_port=options.dashboard_port)
+        return WriteToMemory(query, sql_port=options.dashboard_port, sql_host=options.dashboard_host)
     if kind == "parquet":
         from transforms.sinks.parquet import WriteToParquet
         modes = _modes(options, kind, query)
