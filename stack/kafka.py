@@ -49,6 +49,9 @@ _SERVER_PROPERTIES = {
     "share.coordinator.state.topic.min.isr": "1",
     # Tests start consumer groups all the time; don't wait 3 s for more members.
     "group.initial.rebalance.delay.ms": "0",
+    # Messages up to 16 MiB (the default is about 1 MB): the fault suite sends 5 MB values, and their dead letters
+    # (base64, about 4/3 the size) go to a topic the dead-letter sink creates with a higher limit of its own.
+    "message.max.bytes": str(16 * 1024 * 1024),
 }
 
 

@@ -15,6 +15,13 @@
 
 `WriteDeadLettersToKafka` sends DeadLetter rows to a dead-letter topic: the value is JSON with the origin topic,
 partition, offset and timestamp, the raw key and value bytes in base64, the error and the step that failed.
+
+**Size limits.** A dead letter is about 4/3 of the bad message (base64) plus its error, so a message the input topic
+accepted can be too big for a topic with the same limit. The dead-letter sink therefore raises its producer's
+`message.max.bytes` to `DEAD_LETTER_MAX_MESSAGE_BYTES` (32 MiB: a 24 MiB bad message still fits) and, when the
+dead-letter topic does not exist yet, creates it with `max.message.bytes` set to the same (an existing topic is left
+as it is). A message that is still too big (for the producer, or for the topic) is never dropped: the bundle fails
+with a message naming the record, its size and the setting to raise, so the job stops loudly instead of losing it.
 """
 from __future__ import annotations
 
@@ -25,6 +32,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import orjson
 from confluent_kafka import KafkaError, KafkaException, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
 
 from transforms.rows import DeadLetter, Snapshot
 from transforms.sinks.base import RetryPolicy, Sink, SinkWriter
@@ -33,6 +41,7 @@ _LOGGER = logging.getLogger(__name__)
 
 VALUE_FORMATS = ("json", "text")
 DEFAULT_FLUSH_TIMEOUT = 60.0
+DEAD_LETTER_MAX_MESSAGE_BYTES = 32 * 1024 * 1024
 
 
 class DeliveryError(RuntimeError):
@@ -101,7 +110,7 @@ class KafkaWriter(SinkWriter):
         self._flush_timeout = flush_timeout
         self._producer: Optional[Producer] = None
         self._generation = 0
-        self._failed: List[Tuple[str, Optional[bytes], bytes, KafkaError]] = []
+        self._failed: List[Tuple[str, Optional[bytes], bytes, str, KafkaError]] = []
         self.delivered = 0
 
     def setup(self) -> None:
@@ -132,14 +141,14 @@ class KafkaWriter(SinkWriter):
             raise ValueError(f"kafka sink: no topic option and the row has no topic column: {row!r}")
         return topic
 
-    def _produce(self, topic: str, key: Optional[bytes], value: bytes) -> None:
+    def _produce(self, topic: str, key: Optional[bytes], value: bytes, what: str) -> None:
         generation = self._generation
 
         def on_delivery(error: Optional[KafkaError], message) -> None:
             if error is None:
                 self.delivered += 1
             elif generation == self._generation:
-                self._failed.append((topic, key, value, error))
+                self._failed.append((topic, key, value, what, error))
 
         while True:
             try:
@@ -147,11 +156,16 @@ class KafkaWriter(SinkWriter):
                 break
             except BufferError:  # the local queue is full: serve delivery reports until there is room
                 self._producer.poll(0.1)
+            except KafkaException as error:
+                if error.args and error.args[0].code() == KafkaError.MSG_SIZE_TOO_LARGE:
+                    raise DeliveryError(_too_large(topic, key, value, what, error.args[0]), retriable=False) from None
+                raise
         self._producer.poll(0)
 
     def _send(self, rows) -> None:
         for row in rows:
-            self._produce(self._topic_of(row), encode_key(row), encode_value(row, self._value_format))
+            key = encode_key(row)
+            self._produce(self._topic_of(row), key, encode_value(row, self._value_format), _describe(row, key))
 
     def write_rows(self, rows: List[tuple], batch_id: int) -> None:
         self._send(rows)
@@ -161,18 +175,59 @@ class KafkaWriter(SinkWriter):
 
     def finish_bundle(self) -> None:
         failed, self._failed = self._failed, []
-        for topic, key, value, _error in failed:  # a retry: send again what failed last time
-            self._produce(topic, key, value)
+        for topic, key, value, what, _error in failed:  # a retry: send again what failed last time
+            self._produce(topic, key, value, what)
         remaining = self._producer.flush(self._flush_timeout)
         if remaining:
             raise DeliveryError(f"kafka sink: {remaining} message(s) still undelivered after "
                                 f"{self._flush_timeout:g}s", retriable=True)
+        for topic, key, value, what, error in self._failed:
+            if error.code() == KafkaError.MSG_SIZE_TOO_LARGE:  # sending it again cannot help: say what to change
+                raise DeliveryError(_too_large(topic, key, value, what, error), retriable=False)
         if self._failed:
             errors = [error for *_, error in self._failed]
             retriable = all(error.retriable() or error.code() in (KafkaError._MSG_TIMED_OUT, KafkaError._TRANSPORT,
                                                                   KafkaError._ALL_BROKERS_DOWN)
                             for error in errors)
             raise DeliveryError(f"kafka sink: {len(errors)} message(s) failed, e.g. {errors[0]}", retriable)
+
+
+def _describe(row: tuple, key: Optional[bytes]) -> str:
+    """How an error names the row a message came from."""
+    if isinstance(row, DeadLetter):
+        return f"the dead letter of {row.topic} [{row.partition}] offset {row.offset}"
+    return f"the row with key {key!r}"
+
+
+def _too_large(topic: str, key: Optional[bytes], value: bytes, what: str, error: KafkaError) -> str:
+    size = len(value) + len(key or b"")
+    return (f"kafka sink: {what} is a {size:,}-byte message, more than topic {topic} or the producer accepts "
+            f"({error.str()}). It is not dropped: the bundle fails. Raise the topic's max.message.bytes "
+            f"(kafka-configs.sh --alter --entity-type topics --entity-name {topic} --add-config "
+            f"max.message.bytes=<bytes>) and the producer's message.max.bytes (--kafka-option "
+            f"message.max.bytes=<bytes>), or, for dead letters, use --dead-letter-path (Parquet has no size limit).")
+
+
+class DeadLetterKafkaWriter(KafkaWriter):
+    """A KafkaWriter that creates its topic, when absent, with room for dead letters of large messages."""
+
+    def setup(self) -> None:
+        super().setup()
+        config = {"max.message.bytes": str(self._config["message.max.bytes"])}
+        admin = AdminClient({key: value for key, value in self._config.items()
+                             if key == "bootstrap.servers" or key.startswith(("security.", "sasl.", "ssl."))})
+        try:
+            if self._topic in admin.list_topics(timeout=10).topics:
+                return
+            admin.create_topics([NewTopic(self._topic, num_partitions=-1, replication_factor=-1,
+                                          config=config)])[self._topic].result(timeout=30)
+            _LOGGER.info("dead-letter kafka sink: created topic %s with %s", self._topic, config)
+        except KafkaException as error:
+            # Another worker created it first, or the broker is away (then auto-creation makes the topic with the
+            # broker's limit, and a dead letter too big for it fails its bundle with the fix in the message).
+            if error.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                _LOGGER.warning("dead-letter kafka sink: could not create topic %s with %s: %s", self._topic, config,
+                                error)
 
 
 class WriteToKafka(Sink):
@@ -205,5 +260,11 @@ class WriteDeadLettersToKafka(WriteToKafka):
     def __init__(self, bootstrap_servers: str, topic: str, **kwargs) -> None:
         if not topic:
             raise ValueError("dead-letter kafka sink: a topic is required (--dead-letter-topic)")
+        producer_config = {"message.max.bytes": DEAD_LETTER_MAX_MESSAGE_BYTES,
+                           **(kwargs.pop("producer_config", None) or {})}
         super().__init__(bootstrap_servers, topic, "json", name=kwargs.pop("name", f"dead_letters.{topic}"),
-                         **kwargs)
+                         producer_config=producer_config, **kwargs)
+
+    def make_writer(self) -> DeadLetterKafkaWriter:
+        return DeadLetterKafkaWriter(self._bootstrap, self._topic, self._value_format, self._producer_config,
+                                     self._flush_timeout)
