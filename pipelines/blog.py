@@ -194,7 +194,9 @@ def run(argv=None) -> int:
         hs = PipelineOptions(beam_argv).view_as(HitstreamOptions)
         settings = Settings.from_options(hs)
         preflight(hs, settings)
-        options = PipelineOptions(beam_argv + runners.pipeline_args(runner, streaming=settings.streaming))
+        options = PipelineOptions(beam_argv + runners.pipeline_args(
+            runner, streaming=settings.streaming,
+            checkpoint_dir=os.path.abspath(hs.checkpoint_dir) if hs.checkpoint_dir else ""))
         pipeline = beam.Pipeline(options=options)
         build_pipeline(pipeline, options)
     except (ValueError, RuntimeError) as error:  # bad options, a missing runner or jar: say what to change
