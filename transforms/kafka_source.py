@@ -51,14 +51,14 @@ TIMESTAMP_POLICIES = ("create-time", "log-append-time", "event-time")
 
 
 def hittime_millis(record: KafkaRecord) -> Optional[int]:
-    """The event-time extractor for ISP hits: `hittime` in epoch ms, or None when it cannot be read.
-
-    Kept deliberately cheap: the parse step does the strict validation and dead-lettering.
+    """The event-time extractor for ISP hits: `hittime` in epoch ms, or None for a message the parse step will
+    dead-letter. The whole data contract is applied, not just hittime's format: a dead letter with a readable
+    far-future hittime must not move its partition's watermark and make every later hit late.
     """
-    from transforms.parse import parse_hittime, to_micros  # the one definition of hittime's format
+    from transforms.parse import parse_value, to_micros  # the one definition of the contract
     try:
-        return to_micros(parse_hittime(orjson.loads(record.value)["hittime"])) // 1000
-    except Exception:  # any malformed value: the parse step dead-letters it
+        return to_micros(parse_value(record.value)["hittime"]) // 1000
+    except Exception:  # a ParseError, or anything else parse_record dead-letters
         return None
 
 

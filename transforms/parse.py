@@ -56,6 +56,13 @@ class ParseError(ValueError):
     """A message value that is not a valid ISP hit. The message says which rule it broke."""
 
 
+# Grouping keys are bounded: they become JDBC primary keys (VARCHAR(64) and VARCHAR(255)), and a zipcode becomes a
+# Parquet directory name, percent-encoded (3 characters per byte) within the 255 bytes file systems allow. Real
+# zipcodes and ISP names are far shorter; a longer one is a dead letter.
+MAX_ZIPCODE_BYTES = 64
+MAX_ISP_CHARACTERS = 255
+
+
 def _json_type(value: Any) -> str:
     return _JSON_TYPE_NAMES.get(type(value), type(value).__name__)
 
@@ -131,12 +138,17 @@ def parse_value(value: Optional[bytes]) -> Dict[str, Any]:
         raise ParseError(f"field 'zipcode' must be a string, got {_json_type(zipcode)}")
     if not zipcode:
         raise ParseError("field 'zipcode' must be a non-empty string")
+    # (Up to 16 characters is always within 64 bytes: no need to encode the usual zipcode.)
+    if len(zipcode) > MAX_ZIPCODE_BYTES // 4 and len(zipcode.encode("utf-8", "surrogatepass")) > MAX_ZIPCODE_BYTES:
+        raise ParseError(f"field 'zipcode' is longer than {MAX_ZIPCODE_BYTES} bytes of UTF-8: {_shown(zipcode)}")
 
     fields: Dict[str, Any] = {"hittime": hittime, "zipcode": zipcode}
     for name in OPTIONAL_FIELDS:
         field = doc.get(name)
         if field is not None and type(field) is not str:
             raise ParseError(f"field '{name}' must be a string or null, got {_json_type(field)}")
+        if name == "isp" and field is not None and len(field) > MAX_ISP_CHARACTERS:
+            raise ParseError(f"field 'isp' is longer than {MAX_ISP_CHARACTERS} characters: {_shown(field)}")
         fields[name] = field
     fields["day"] = hittime.date().isoformat()
     return fields

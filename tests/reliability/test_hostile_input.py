@@ -173,11 +173,6 @@ def _hits(zipcodes, start_ms: int = START_MS) -> list:
                          (start_ms + i * 1000, zipcode)) for i, zipcode in enumerate(zipcodes)]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "transforms/sinks/jdbc.py creates key columns with the server's default collation (utf8mb4_unicode_ci on the "
-    "stack's MariaDB: case- and accent-insensitive, trailing spaces ignored), so distinct zipcodes share one primary "
-    "key and overwrite each other's count. Fix: key string columns with a binary, NO PAD collation "
-    "(utf8mb4_nopad_bin on MariaDB, utf8mb4_0900_bin on MySQL 8) through String(...).with_variant."))
 def test_zipcodes_that_differ_in_case_accents_or_spaces_are_counted_apart(kafka_bootstrap, topics, mysql_url):
     topic = topics(partitions=1)
     zipcodes = ["ab", "AB", "AB", "94107", "94107 ", "é", "e", "e"]  # valid per the data contract: non-empty strings
@@ -190,11 +185,6 @@ def test_zipcodes_that_differ_in_case_accents_or_spaces_are_counted_apart(kafka_
     assert got == dict(collections.Counter(zipcodes))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "A zipcode longer than 64 characters is valid per the data contract (a non-empty string), but the JDBC sink's "
-    "zip column is VARCHAR(64): MariaDB refuses the row, `(1406, \"Data too long for column 'zip' at row 1\")`, a "
-    "non-transient error, so the bundle fails and the job with it. Fix: either bound zipcode in the contract (parse "
-    "dead-letters longer ones) or widen the key columns."))
 def test_a_long_zipcode_does_not_fail_the_job(kafka_bootstrap, topics, mysql_url, tmp_path):
     topic = topics(partitions=1)
     zipcodes = ["94107", "z" * 100, "94107"]

@@ -5,6 +5,7 @@ import datetime
 import random
 
 import apache_beam as beam
+import orjson
 import pytest
 from apache_beam import pvalue
 from apache_beam.metrics.metric import MetricsFilter
@@ -218,3 +219,18 @@ def test_parse_hits_splits_good_and_dead_letters_and_counts_them(argv):
     run.wait_until_finish()
     counters = run.metrics().query(MetricsFilter().with_namespace("hitstream").with_name("dead_letters"))["counters"]
     assert sum(c.committed for c in counters) == 3
+
+
+@pytest.mark.parametrize("doc, phrase", [
+    ({"hittime": 0, "zipcode": "9" * 65}, "'zipcode' is longer than 64 bytes"),
+    ({"hittime": 0, "zipcode": "é" * 33}, "'zipcode' is longer than 64 bytes"),  # 66 bytes of UTF-8
+    ({"hittime": 0, "zipcode": "94107", "isp": "x" * 256}, "'isp' is longer than 255 characters"),
+])
+def test_parse_value_bounds_the_grouping_keys(doc, phrase):
+    with pytest.raises(ParseError, match=phrase):
+        parse_value(orjson.dumps(doc))
+
+
+def test_parse_value_keeps_keys_at_their_bounds():
+    fields = parse_value(orjson.dumps({"hittime": 0, "zipcode": "é" * 32, "isp": "x" * 255}))
+    assert (fields["zipcode"], fields["isp"]) == ("é" * 32, "x" * 255)

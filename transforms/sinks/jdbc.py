@@ -113,6 +113,21 @@ def _string(length: int) -> sa.types.TypeEngine:
     return sa.String(length)
 
 
+def _key_collation(engine: sa.engine.Engine) -> str:
+    """MySQL/MariaDB's default collations fold case and ignore trailing spaces, so zipcodes "ab", "AB" and "ab "
+    would share one row; keys must compare as Beam groups them, byte for byte. (SQLite and PostgreSQL do by
+    default.)"""
+    with engine.connect():
+        pass  # the dialect learns whether the server is MariaDB on its first connection
+    return "utf8mb4_nopad_bin" if engine.dialect.is_mariadb else "utf8mb4_0900_bin"
+
+
+def _with_collation(column_type: sa.types.TypeEngine, collation: Optional[str]) -> sa.types.TypeEngine:
+    if collation is None or not isinstance(column_type, sa.String):
+        return column_type
+    return sa.String(column_type.length, collation=collation)
+
+
 @dataclasses.dataclass(frozen=True)
 class Column:
     name: str  # SQL column
@@ -208,10 +223,11 @@ class JdbcWriter(SinkWriter):
         if url.get_backend_name() == "sqlite":
             sa.event.listen(self._engine, "connect", _sqlite_pragmas)
         self._dialect = self._engine.dialect.name
+        collation = self._call_setup(lambda: _key_collation(self._engine)) if self._dialect == "mysql" else None
         metadata = sa.MetaData()
         self._table = sa.Table(self._table_name, metadata,
-                               *(sa.Column(c.name, c.type(), primary_key=c.key, nullable=not c.key,
-                                           autoincrement=False, quote=True)
+                               *(sa.Column(c.name, _with_collation(c.type(), collation if c.key else None),
+                                           primary_key=c.key, nullable=not c.key, autoincrement=False, quote=True)
                                  for c in self._spec.columns),
                                quote=True)
         _LOGGER.info("jdbc sink: table %s at %s", self._table_name, mask_url(url))
@@ -220,7 +236,7 @@ class JdbcWriter(SinkWriter):
         self._call_setup(self._check_key)
         self._upsert = _upsert(self._table, self._spec, self._dialect)
 
-    def _call_setup(self, fn: Callable[[], None]) -> None:
+    def _call_setup(self, fn: Callable[[], Any]) -> Any:
         from transforms.sinks.base import call_with_retry
 
         def on_error(attempt: int, error: BaseException, will_retry: bool) -> None:
@@ -230,7 +246,7 @@ class JdbcWriter(SinkWriter):
                                 JDBC_RETRY.nominal_backoff(attempt), str(error).splitlines()[0])
                 self.on_retry(error)
 
-        call_with_retry(fn, policy=JDBC_RETRY, is_transient=self.is_transient, on_error=on_error)
+        return call_with_retry(fn, policy=JDBC_RETRY, is_transient=self.is_transient, on_error=on_error)
 
     def _check_key(self) -> None:
         inspector = sa.inspect(self._engine)
