@@ -68,6 +68,8 @@ class ProduceReport:
     isp_counts: collections.Counter = dataclasses.field(default_factory=collections.Counter)
     # (hittime_ms, zipcode, isp, partition, offset) for every well-formed hit, when keep_events
     events: list = dataclasses.field(default_factory=list)
+    # (partition, offset) of every malformed message, when keep_events
+    malformed_at: list = dataclasses.field(default_factory=list)
     seconds: float = 0.0
 
     def summary(self) -> dict:
@@ -121,8 +123,10 @@ def produce(spec: ProduceSpec, on_progress=None) -> ProduceReport:
     def delivered(error, message, hit=None):
         if error is not None:
             failures.append(error)
-        elif hit is not None and spec.keep_events:
+        elif spec.keep_events and hit is not None:
             report.events.append((*hit, message.partition(), message.offset()))
+        elif spec.keep_events:
+            report.malformed_at.append((message.partition(), message.offset()))
 
     for i in range(spec.count):
         if spec.rate > 0:

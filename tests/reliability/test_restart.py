@@ -11,7 +11,6 @@ value), zip_window_counts -> MariaDB update (per window and key), dead letters -
 from __future__ import annotations
 
 import collections
-import datetime
 import os
 import random
 import signal
@@ -19,36 +18,24 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from pathlib import Path
 
-import duckdb
 import orjson
-import pymysql
 import pytest
-import sqlalchemy as sa
-from confluent_kafka import Consumer, TopicPartition
 
 from hitstream.generator import ProduceSpec, produce
-from stack import mariadb
+from tests.reliability import faults
 from tests.reliability.scale import scale
 
 pytestmark = pytest.mark.timeout(3600)
 
 REPO = Path(__file__).resolve().parents[2]
-UTC = datetime.timezone.utc
-WINDOW_SIZE_MS, WINDOW_PERIOD_MS, WINDOW_OFFSET_MS = 600_000, 300_000, 120_000
 
 
 @pytest.fixture
-def scratch_db():
-    """A scratch MariaDB database (hitstream_<hex>), dropped afterwards; yields its SQLAlchemy URL."""
-    name = f"hitstream_{uuid.uuid4().hex[:12]}"
-    with mariadb.connect() as conn, conn.cursor() as cur:
-        cur.execute(f"CREATE DATABASE `{name}`")
-    yield mariadb.url().rsplit("/", 1)[0] + f"/{name}"
-    with mariadb.connect() as conn, conn.cursor() as cur:
-        cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
+def scratch_db(mysql_url):
+    with faults.scratch_database(mysql_url) as url:
+        yield url
 
 
 def job_args(topic: str, out_topic: str, db_url: str, work: Path, group: str) -> list:
@@ -74,80 +61,28 @@ def drain(args: list, log: Path, runner: str = "prism") -> None:
     assert job.wait(timeout=900) == 0, f"the available-now drain failed; see {log}:\n{log.read_text()[-3000:]}"
 
 
-def window_reference(events) -> dict:
-    """(window_start, zipcode) -> count, independently in DuckDB: every event is in two 10-minute windows."""
-    db = duckdb.connect()
-    db.execute("CREATE TABLE ref (hittime_ms BIGINT, zipcode VARCHAR)")
-    db.executemany("INSERT INTO ref VALUES (?, ?)", [(e[0], e[1]) for e in events])
-    rows = db.execute(f"""
-        WITH b AS (SELECT zipcode, (hittime_ms - {WINDOW_OFFSET_MS}) // {WINDOW_PERIOD_MS} * {WINDOW_PERIOD_MS}
-                                   + {WINDOW_OFFSET_MS} AS bucket FROM ref)
-        SELECT start, zipcode, count(*) FROM (
-            SELECT zipcode, bucket AS start FROM b UNION ALL SELECT zipcode, bucket - {WINDOW_PERIOD_MS} FROM b)
-        GROUP BY ALL""").fetchall()
-    return {(datetime.datetime.fromtimestamp(start / 1000, UTC).replace(tzinfo=None), zipcode): n
-            for start, zipcode, n in rows}
-
-
-def last_values(topic: str) -> tuple:
-    """(last count per zipcode, messages) on the Kafka output topic."""
-    consumer = Consumer({"bootstrap.servers": "127.0.0.1:9092", "group.id": f"check-{uuid.uuid4().hex}",
-                         "enable.auto.commit": False})
-    try:
-        metadata = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in metadata}
-        consumer.assign([TopicPartition(topic, p, 0) for p in metadata])
-        last, seen, deadline = {}, collections.Counter(), time.monotonic() + 60
-        while any(seen[p] < end for p, end in ends.items()) and time.monotonic() < deadline:
-            message = consumer.poll(0.5)
-            if message is None or message.error():
-                continue
-            seen[message.partition()] += 1
-            row = orjson.loads(message.value())
-            last[row["zipcode"]] = row["count"]
-        return last, sum(seen.values())
-    finally:
-        consumer.close()
+def last_values(topic: str) -> dict:
+    """The last count sent per zipcode on the (one-partition) Kafka output topic. The last, not the highest: a
+    restart that counted from zero would send lower counts after higher ones."""
+    return {key.decode(): orjson.loads(value)["count"] for _, _, key, value in
+            faults.consume_all("127.0.0.1:9092", topic)}
 
 
 def check_sinks(reports: list, db_url: str, out_topic: str, work: Path) -> dict:
-    """Compare every sink with the producers' reports; returns the figures (lost, duplicated per sink)."""
+    """Compare every sink with the producers' reports; returns (lost, duplicated) per sink."""
     events = [e for report in reports for e in report.events]
-    malformed = sum(report.malformed for report in reports)
-    zip_reference = collections.Counter(e[1] for e in events)
-    figures = {}
-
-    hits = duckdb.sql(f"SELECT partition, \"offset\" FROM read_parquet('{work / 'hits'}/**/*.parquet', "
-                      "hive_partitioning = true)").fetchall()
-    written = collections.Counter(hits)
-    expected = {(e[3], e[4]) for e in events}
-    figures["parquet hits"] = (len(expected - set(written)), sum(n - 1 for n in written.values() if n > 1))
-    assert set(written) == expected and max(written.values()) == 1, figures
-
-    dead = duckdb.sql(f"SELECT partition, \"offset\" FROM read_parquet('{work / 'dead'}/**/*.parquet', "
-                      "hive_partitioning = true)").fetchall()
-    figures["parquet dead letters"] = (malformed - len(set(dead)), len(dead) - len(set(dead)))
-    assert len(dead) == len(set(dead)) == malformed, figures
-
-    engine = sa.create_engine(db_url)
-    with engine.connect() as conn:
-        zips = dict(conn.execute(sa.text("SELECT zip, count FROM zip_test")).all())
-        windows = {(start, zipcode): n for start, _, zipcode, n in
-                   conn.execute(sa.text("SELECT window_start, window_end, zipcode, count FROM zip_window_counts"))}
-    engine.dispose()
-    figures["jdbc zip_counts"] = (sum(max(0, n - zips.get(k, 0)) for k, n in zip_reference.items()),
-                                  sum(max(0, n - zip_reference.get(k, 0)) for k, n in zips.items()))
-    assert zips == dict(zip_reference), figures
-    window_ref = window_reference(events)
-    figures["jdbc zip_window_counts"] = (
-        sum(max(0, n - windows.get(k, 0)) for k, n in window_ref.items()),
-        sum(max(0, n - window_ref.get(k, 0)) for k, n in windows.items()))
-    assert windows == window_ref, figures
-
-    last, _ = last_values(out_topic)
-    figures["kafka zip_counts"] = (sum(max(0, n - last.get(k, 0)) for k, n in zip_reference.items()),
-                                   sum(max(0, n - zip_reference.get(k, 0)) for k, n in last.items()))
-    assert last == dict(zip_reference), figures
+    zip_reference = dict(collections.Counter(e[1] for e in events))
+    windows = {(start, zipcode): n for start, _, zipcode, n in faults.table_rows(db_url, "zip_window_counts")}
+    figures = {
+        "parquet hits": faults.record_diff(faults.parquet_coordinates(str(work / "hits")),
+                                           {(e[3], e[4]) for e in events}),
+        "parquet dead letters": faults.record_diff(faults.parquet_coordinates(str(work / "dead")),
+                                                   {(p, o) for report in reports for p, o in report.malformed_at}),
+        "jdbc zip_counts": faults.count_diff(dict(faults.table_rows(db_url, "zip_test")), zip_reference),
+        "jdbc zip_window_counts": faults.count_diff(windows, faults.window_reference(events)),
+        "kafka zip_counts": faults.count_diff(last_values(out_topic), zip_reference),
+    }
+    assert all(figure == (0, 0) for figure in figures.values()), figures
     return figures
 
 
@@ -181,7 +116,8 @@ def test_a_second_available_now_run_goes_on_from_the_first(runner, kafka_bootstr
     check_sinks([first, second], scratch_db, out_topic, tmp_path)
 
 
-def test_kill_9_and_restart_lose_and_duplicate_nothing(kafka_bootstrap, topic_factory, scratch_db, tmp_path):
+def test_kill_9_and_restart_lose_and_duplicate_nothing(kafka_bootstrap, topic_factory, scratch_db, tmp_path,
+                                                       capsys):
     cycles = scale(3, 20)
     topic, out_topic = topic_factory(partitions=4, prefix="crash"), topic_factory(partitions=1, prefix="out")
     args = job_args(topic, out_topic, scratch_db, tmp_path, f"g-{topic}")
@@ -216,7 +152,9 @@ def test_kill_9_and_restart_lose_and_duplicate_nothing(kafka_bootstrap, topic_fa
         producer.join(timeout=60)
     drain(args, tmp_path / "drain.log")
     figures = check_sinks(reports, scratch_db, out_topic, tmp_path)
-    produced = sum(r.produced for r in reports)
-    print(f"\nkill -9: {cycles} cycles (alive {kills} s), {produced} records produced; "
-          f"(lost, duplicated) per sink: {figures}")
+    faults.print_figures(capsys, "kill -9 and restart", cycles, sum(r.produced for r in reports),
+                         sum(lost for lost, _ in figures.values()), sum(dup for _, dup in figures.values()),
+                         alive_s="/".join(map(str, kills)),
+                         per_sink=",".join(f"{name.replace(' ', '_')}:{lost}/{dup}"
+                                           for name, (lost, dup) in figures.items()))
     assert len(saved_offsets(tmp_path)) == 4
