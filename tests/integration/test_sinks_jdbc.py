@@ -9,7 +9,6 @@ import time
 import uuid
 
 import apache_beam as beam
-import duckdb
 import pytest
 import sqlalchemy as sa
 from apache_beam.options.pipeline_options import PipelineOptions
@@ -20,6 +19,7 @@ from pipelines.blog import build_pipeline
 from transforms.rows import Snapshot, WindowCount, ZipCount
 from transforms.sinks.base import SinkWriteFn
 from transforms.sinks.jdbc import JdbcWriter, WriteToJdbc
+from tests.reliability.faults import window_reference
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -46,19 +46,6 @@ def _table(url: str, name: str) -> list:
         return [tuple(row) for row in conn.execute(sa.text(f"SELECT * FROM {name}"))]
 
 
-def _window_reference(events) -> dict:
-    db = duckdb.connect()
-    db.execute("CREATE TABLE ref (hittime_ms BIGINT, zipcode VARCHAR, isp VARCHAR, p INTEGER, o BIGINT)")
-    db.executemany("INSERT INTO ref VALUES (?, ?, ?, ?, ?)", events)
-    rows = db.execute("""
-        WITH b AS (SELECT zipcode, (hittime_ms - 120000) // 300000 * 300000 + 120000 AS bucket FROM ref)
-        SELECT start, zipcode, count(*) FROM (
-            SELECT zipcode, bucket AS start FROM b UNION ALL SELECT zipcode, bucket - 300000 FROM b)
-        GROUP BY ALL""").fetchall()
-    return {(datetime.datetime.fromtimestamp(start / 1000, UTC).replace(tzinfo=None), zipcode): n
-            for start, zipcode, n in rows}
-
-
 def test_mariadb_and_sqlite_tables_equal_the_reference(kafka_bootstrap, topic_factory, mysql_url, mysql_table,
                                                        tmp_path):
     topic = topic_factory(partitions=4, prefix="sink-jdbc")
@@ -81,7 +68,7 @@ def test_mariadb_and_sqlite_tables_equal_the_reference(kafka_bootstrap, topic_fa
 
     assert dict(_table(mysql_url, zip_table)) == dict(report.zip_counts)
     windows = {(start, zipcode): n for start, end, zipcode, n in _table(mysql_url, window_table)}
-    assert windows == _window_reference(report.events)
+    assert windows == window_reference(report.events)
     assert all(end - start == datetime.timedelta(minutes=10) for start, end, _, _ in _table(mysql_url, window_table))
     assert dict(_table(sqlite_url, "isp_counts")) == dict(report.isp_counts)
 

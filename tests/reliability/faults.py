@@ -11,12 +11,14 @@ import contextlib
 import datetime
 import time
 import uuid
-from typing import Callable, Dict, Iterator, List, Tuple
+from typing import Dict, Iterator, List, Tuple
 
 import duckdb
 import orjson
 import sqlalchemy as sa
 from confluent_kafka import Consumer, TopicPartition
+
+from stack.process import wait_for as wait_until  # noqa: F401 (the fault tests poll their sinks with it)
 
 UTC = datetime.timezone.utc
 
@@ -136,17 +138,6 @@ def record_diff(got: List[tuple], want: set) -> Tuple[int, int]:
     lost = len(want - set(seen))
     extra = sum(n - 1 for n in seen.values()) + len(set(seen) - want)
     return lost, extra
-
-
-def wait_until(check: Callable[[], bool], timeout: float, interval: float = 1.0) -> bool:
-    """Poll `check` until it is true or `timeout` seconds pass; returns its last answer."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if check():
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(interval)
 
 
 def print_figures(capsys, fault: str, runs: int, produced: int, lost: int, duplicated: int, **more) -> None:
