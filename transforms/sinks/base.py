@@ -34,6 +34,8 @@ from typing import Callable, Dict, Hashable, Iterator, List, Optional, Sequence,
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
+from apache_beam.transforms.trigger import AccumulationMode, AfterCount, Repeatedly
+from apache_beam.transforms.window import GlobalWindows
 
 from hitstream import progress
 from transforms.rows import Snapshot
@@ -272,5 +274,16 @@ class Sink(beam.PTransform):
         raise NotImplementedError
 
     def expand(self, pcoll: beam.PCollection) -> beam.PCollection:
-        return pcoll | "WriteBatches" >> beam.ParDo(
-            SinkWriteFn(self.make_writer(), self.sink_name, self.max_batch_size, self.retry))
+        written = pcoll | "WriteBatches" >> beam.ParDo(
+            SinkWriteFn(self.make_writer(), self.sink_name, self.max_batch_size, self.retry)).with_output_types(
+                Tuple[bytes, bytes])
+        # Nothing reaches this GroupByKey; it is there for Prism. Prism 2.77 busy-waits on every bundle of a stage
+        # that has no output leaving it (stage.go's progress loop selects on an already-closed channel until the
+        # bundle's response comes), so a sink's stage burnt a core for as long as each of its bundles ran, and
+        # starved the state and data requests of every other bundle. An output to another stage makes it wait like
+        # any other. (Prism elides a Reshuffle, so it takes a real GroupByKey, with a trigger so that an unbounded
+        # input may use it.)
+        return (written
+                | "FlushWindow" >> beam.WindowInto(GlobalWindows(), trigger=Repeatedly(AfterCount(1)),
+                                                   accumulation_mode=AccumulationMode.DISCARDING)
+                | "Flushed" >> beam.GroupByKey())
