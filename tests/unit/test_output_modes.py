@@ -183,19 +183,21 @@ def _pane(index: int, timing=PaneInfoTiming.EARLY) -> PaneInfo:
 
 def test_emit_changed_drops_unchanged_on_time_pane():
     fn, state = EmitChangedFn(), FakeState()
-    assert list(fn.process(("a", 1), _pane(0), state)) == [("a", 1)]
-    assert list(fn.process(("a", 2), _pane(1), state)) == [("a", 2)]
+    assert list(fn.process(("q", ("a", 1)), _pane(0), state)) == [("a", 1)]
+    assert list(fn.process(("q", ("a", 2)), _pane(1), state)) == [("a", 2)]
     # Beam's on-time pane repeats the last early total: Spark's update mode would not emit it.
-    assert list(fn.process(("a", 2), _pane(2, PaneInfoTiming.ON_TIME), state)) == []
+    assert list(fn.process(("q", ("a", 2)), _pane(2, PaneInfoTiming.ON_TIME), state)) == []
 
 
 def test_emit_changed_drops_stale_panes_delivered_after_newer_ones():
     # Prism delivered a window's on-time pane (index 2) before its early panes; those must not move a sink back.
     fn, state = EmitChangedFn(), FakeState()
-    assert list(fn.process(("a", 2), _pane(2, PaneInfoTiming.ON_TIME), state)) == [("a", 2)]
-    assert list(fn.process(("a", 1), _pane(0), state)) == []
-    assert list(fn.process(("a", 2), _pane(1), state)) == []
-    assert state.read() == (2, 2)
+    assert list(fn.process(("q", ("a", 2)), _pane(2, PaneInfoTiming.ON_TIME), state)) == [("a", 2)]
+    assert list(fn.process(("q", ("a", 1)), _pane(0), state)) == []
+    assert list(fn.process(("q", ("a", 2)), _pane(1), state)) == []
+    # Keys share the cell and do not interfere.
+    assert list(fn.process(("q", ("b", 1)), _pane(0), state)) == [("b", 1)]
+    assert state.read() == {"a": (2, 2), "b": (0, 1)}
 
 
 # --- CompleteTable -----------------------------------------------------------------------------------------------
