@@ -38,7 +38,8 @@ from apache_beam.utils.timestamp import MIN_TIMESTAMP, Duration, Timestamp
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from hitstream import progress
-from transforms.rows import CREATE_TIME, LOG_APPEND_TIME, KafkaBatch, KafkaRecord
+from transforms.parse import ParsedBatch, parse_record, parse_value, to_micros
+from transforms.rows import CREATE_TIME, LOG_APPEND_TIME, Hit, KafkaBatch, KafkaRecord
 
 if TYPE_CHECKING:
     from transforms.checkpoint import AggregateCheckpoint
@@ -55,7 +56,6 @@ def hittime_millis(record: KafkaRecord) -> Optional[int]:
     dead-letter. The whole data contract is applied, not just hittime's format: a dead letter with a readable
     far-future hittime must not move its partition's watermark and make every later hit late.
     """
-    from transforms.parse import parse_value, to_micros  # the one definition of the contract
     try:
         return to_micros(parse_value(record.value)["hittime"]) // 1000
     except Exception:  # a ParseError, or anything else parse_record dead-letters
@@ -113,6 +113,15 @@ class KafkaSourceConfig:
     @property
     def bounded(self) -> bool:
         return self.ending_offsets is not None
+
+    @property
+    def parses(self) -> bool:
+        """Whether the read keeps the parse of its event-time extractor and hands on ParsedBatch elements.
+
+        `hittime_millis` applies the whole data contract to find a record's event time (a dead letter must not move
+        the watermark), so in the batched fast path the read keeps the Hit or DeadLetter it got rather than have
+        the parse step parse every record a second time."""
+        return self.batched and self.timestamp_policy == "event-time" and self.event_time_fn is hittime_millis
 
     @classmethod
     def from_spark_options(cls, options: Mapping[str, str], **overrides) -> "KafkaSourceConfig":
@@ -416,6 +425,7 @@ class ReadPartitionsFn(beam.DoFn):
     def __init__(self, config: KafkaSourceConfig):
         self._config = config
         self._delay_micros = int(config.watermark_delay_seconds * 1e6)
+        self._parses = config.parses
 
     def setup(self):
         self._records = Metrics.counter("hitstream", "kafka_records_read")
@@ -494,9 +504,10 @@ class ReadPartitionsFn(beam.DoFn):
                 outputs.append(self._to_output(message, watermark))
             if config.batched:
                 if outputs:
-                    yield _as_batch(outputs, watermark.current_watermark())
+                    yield _as_batch(outputs, watermark.current_watermark(), self._parses)
             else:
-                yield from outputs
+                for element, seconds in outputs:
+                    yield beam.window.TimestampedValue(element, seconds)
             if past_stop:
                 break
             self._remember(spec, consumer, next_offset)
@@ -547,7 +558,9 @@ class ReadPartitionsFn(beam.DoFn):
         else:
             tracker.defer_remainder()
 
-    def _to_output(self, message, watermark: PartitionWatermark) -> beam.window.TimestampedValue:
+    def _to_output(self, message, watermark: PartitionWatermark) -> Tuple[object, float]:
+        """One message as (element, event time in seconds): its KafkaRecord, or its Hit or DeadLetter when the read
+        parses (`KafkaSourceConfig.parses`)."""
         ts_type, ts_ms = message.timestamp()
         record = KafkaRecord(
             key=message.key(),
@@ -559,15 +572,21 @@ class ReadPartitionsFn(beam.DoFn):
             timestampType=LOG_APPEND_TIME if ts_type == 2 else CREATE_TIME,
             headers=tuple(message.headers() or ()) if self._config.include_headers else None,
         )
-        event_ms = ts_ms
-        if self._config.timestamp_policy == "event-time":
+        element, event_ms = record, ts_ms
+        if self._parses:
+            # What hittime_millis does, keeping the parse: a record without a Hit is a dead letter.
+            element = parse_record(record)
+            if type(element) is not Hit:
+                return element, ts_ms / 1000.0
+            event_ms = to_micros(element.hittime) // 1000
+        elif self._config.timestamp_policy == "event-time":
             event_ms = self._config.event_time_fn(record)
             if event_ms is None:  # unreadable: the parse step dead-letters it; keep the Kafka time for Beam
-                return beam.window.TimestampedValue(record, ts_ms / 1000.0)
+                return record, ts_ms / 1000.0
         if watermark.observe_event(event_ms * 1000, self._delay_micros):
             self._late.inc()
-            record = record._replace(late=True)
-        return beam.window.TimestampedValue(record, event_ms / 1000.0)
+            element = element._replace(late=True)
+        return element, event_ms / 1000.0
 
     def _on_error(self, error: KafkaError, consumer: Consumer, spec: PartitionSpec, next_offset: int) -> int:
         if error.code() != KafkaError._AUTO_OFFSET_RESET and error.code() != KafkaError.OFFSET_OUT_OF_RANGE:
@@ -608,11 +627,14 @@ class ReadPartitionsFn(beam.DoFn):
         finalizer.register(commit)
 
 
-def _as_batch(outputs: list, watermark: Timestamp) -> beam.window.TimestampedValue:
-    """One KafkaBatch, timestamped at its earliest record but never behind the partition's reported watermark, so
-    no runner treats the batch as late. Windowed queries re-stamp what they take from it with event times."""
-    earliest = min(out.timestamp for out in outputs)
-    return beam.window.TimestampedValue(KafkaBatch(tuple(out.value for out in outputs)), max(earliest, watermark))
+def _as_batch(outputs: list, watermark: Timestamp, parsed: bool) -> beam.window.TimestampedValue:
+    """One KafkaBatch (or ParsedBatch), timestamped at its earliest record but never behind the partition's reported
+    watermark, so no runner treats the batch as late. Windowed queries re-stamp what they take from it with event
+    times."""
+    earliest = Timestamp.of(min(seconds for _, seconds in outputs))
+    elements = tuple(element for element, _ in outputs)
+    batch = ParsedBatch(elements) if parsed else KafkaBatch(elements)
+    return beam.window.TimestampedValue(batch, max(earliest, watermark))
 
 
 @beam.DoFn.unbounded_per_element()
@@ -644,7 +666,7 @@ class ReadFromKafka(beam.PTransform):
         return (specs
                 | "SpreadPartitions" >> beam.Reshuffle()
                 | "ReadPartitions" >> beam.ParDo(read_fn).with_output_types(
-                    KafkaBatch if config.batched else KafkaRecord))
+                    (ParsedBatch if config.parses else KafkaBatch) if config.batched else KafkaRecord))
 
     def _streaming_specs(self, pbegin):
         config = self._config

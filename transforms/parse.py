@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import logging
-from typing import Any, Dict, Iterator, Optional, Union
+from typing import Any, Dict, Iterator, NamedTuple, Optional, Union
 
 import apache_beam as beam
 import orjson
@@ -192,23 +192,32 @@ class ParseHitFn(beam.DoFn):
             yield pvalue.TaggedOutput(DEAD_LETTER_TAG, parsed)
 
 
+class ParsedBatch(NamedTuple):
+    """A KafkaBatch already through `parse_record`: one Hit or DeadLetter per record, in offset order.
+
+    The Kafka source hands these on when its event-time extractor is `hittime_millis`, which has to apply the whole
+    contract to every record anyway (kafka_source.KafkaSourceConfig.parses): each record is parsed once."""
+    results: tuple
+
+
 class ParseHitBatchFn(beam.DoFn):
-    """KafkaBatch -> one HitBatch (main output, keeping the batch's timestamp) and a DeadLetter per bad record."""
+    """KafkaBatch or ParsedBatch -> one HitBatch (main output, keeping the batch's timestamp) and a DeadLetter per
+    bad record."""
 
     def __init__(self) -> None:
         self._dead_letters = Metrics.counter(METRICS_NAMESPACE, "dead_letters")
 
-    def process(self, batch: KafkaBatch) -> Iterator[Union[HitBatch, pvalue.TaggedOutput]]:
+    def process(self, batch: Union[KafkaBatch, ParsedBatch]) -> Iterator[Union[HitBatch, pvalue.TaggedOutput]]:
+        results = batch.results if type(batch) is ParsedBatch else [parse_record(r) for r in batch.records]
         hits = []
-        for record in batch.records:
-            parsed = parse_record(record)
-            if isinstance(parsed, Hit):
+        for parsed in results:
+            if type(parsed) is Hit:
                 hits.append(parsed)
             else:
                 self._dead_letters.inc()
                 yield pvalue.TaggedOutput(DEAD_LETTER_TAG, parsed)
-        progress.record_parsed(len(batch.records), hits)
-        last = batch.records[-1]
+        progress.record_parsed(len(results), hits)
+        last = results[-1]  # a Hit or a DeadLetter: both carry the record's coordinates
         # Emitted even when empty: the batch's offsets still count as read for the aggregation checkpoint.
         yield HitBatch(tuple(hits), last.topic, last.partition, last.offset + 1)
 
@@ -239,7 +248,8 @@ class ParseResult:
 class ParseHits(beam.PTransform):
     """PCollection[KafkaRecord] -> ParseResult(good: PCollection[Hit], dead_letter: PCollection[DeadLetter]).
 
-    With `batched=True` it takes KafkaBatch elements and `good` holds HitBatch elements (the fast path)."""
+    With `batched=True` it takes KafkaBatch (or ParsedBatch) elements and `good` holds HitBatch elements (the fast
+    path)."""
 
     def __init__(self, batched: bool = False, label: Optional[str] = None) -> None:
         super().__init__(label)
