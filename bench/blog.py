@@ -14,11 +14,13 @@ ISPs, a small share of late events):
 Each is run `--repeats` times; the table gives medians. events/s is events over processing seconds: for hitstream
 the run's wall time minus the same command's wall time on an empty topic (start-up, graph, sink set-up); for Spark
 the queries' own wall time, without the session start-up (both wall times are shown too). Peak RSS is the whole
-process tree (the Python driver and Prism, or the Python driver and the JVM).
+process tree (the Python driver and Prism, or the Python driver and the JVM); the memory table also gives Prism's
+own peak.
 
 Latency: hits produced at a steady rate (default 10k/s for 60 s) while hitstream runs with `processing-time=250ms`;
 for every message on the Kafka output topic, latency = arrival time - hittime (= produce time) of the event that
-brought that zipcode's count to the value sent. p50 and p99 are printed.
+brought that zipcode's count to the value sent, arrival timed as each message is polled. p50 and p99 are printed;
+`--latency-rates` adds more rates.
 """
 from __future__ import annotations
 
@@ -76,11 +78,12 @@ def run_measured(cmd: list, log: Path, timeout: float = 3600) -> dict:
     started = time.perf_counter()
     with open(log, "wb") as out:
         child = subprocess.Popen(cmd, cwd=str(REPO), env=env, stdout=out, stderr=subprocess.STDOUT)
-        with PeakRss(child.pid) as rss:
+        with PeakRss(child.pid, apart="prism") as rss:
             code = child.wait(timeout)
     if code != 0:
         raise RuntimeError(f"{' '.join(cmd[:6])}... exited {code}; see {log}:\n{log.read_text()[-3000:]}")
-    return {"wall_seconds": time.perf_counter() - started, "peak_rss_mb": rss.peak_mb}
+    return {"wall_seconds": time.perf_counter() - started, "peak_rss_mb": rss.peak_mb,
+            "peak_prism_rss_mb": rss.peak_apart / 2 ** 20}
 
 
 def run_hitstream(runner: str, bootstrap: str, topic: str, events: int, workdir: Path, startup: float) -> dict:
@@ -123,7 +126,7 @@ def _median(runs: list, key: str):
 
 
 def measure_latency(bootstrap: str, rate: float, seconds: float, workdir: Path, trigger: str = "processing-time=250ms") -> dict:
-    """p50/p99 from produce to the count on the output topic, hitstream streaming with processing-time=1s."""
+    """p50/p99 from produce to the count on the output topic, hitstream streaming with `trigger`."""
     topic = f"bench-latency-{uuid.uuid4().hex[:8]}"
     ensure_topic(bootstrap, topic, 8)
     output = f"{topic}-counts"
@@ -139,10 +142,12 @@ def measure_latency(bootstrap: str, rate: float, seconds: float, workdir: Path, 
                              "auto.offset.reset": "earliest"})
         consumer.subscribe([output])
         while not stop.is_set():
-            for message in consumer.consume(num_messages=1000, timeout=0.2):
-                if message.error() is None:
-                    body = orjson.loads(message.value())
-                    arrivals.append((time.time() * 1000, body["zipcode"], body["count"]))
+            # One message per poll, timed as it returns: consume(n, timeout) would hold early arrivals until it has
+            # n messages or times out, adding up to its timeout to their latency.
+            message = consumer.poll(0.1)
+            if message is not None and message.error() is None:
+                body = orjson.loads(message.value())
+                arrivals.append((time.time() * 1000, body["zipcode"], body["count"]))
         consumer.close()
 
     env = dict(os.environ, PYTHONPATH=str(REPO))
@@ -196,6 +201,8 @@ def main(argv=None) -> int:
     parser.add_argument("--memory-counts", default="1000000,4000000",
                         help="event counts for hitstream's peak RSS (default: 1000000,4000000)")
     parser.add_argument("--latency-rate", type=float, default=10_000, help="events/s (default: 10000)")
+    parser.add_argument("--latency-rates", default="",
+                        help="more rates to measure latency at, comma-separated, e.g. 1000,3000,5000 (default: none)")
     parser.add_argument("--latency-seconds", type=float, default=60, help="(default: 60)")
     parser.add_argument("--no-spark", action="store_true", help="leave Spark out (only to debug; not a result)")
     parser.add_argument("--chart", default="", help="write the throughput chart PNG here (default: off)")
@@ -238,17 +245,21 @@ def main(argv=None) -> int:
         for n in [int(c) for c in args.memory_counts.split(",") if c]:
             mem_topic, _ = produce_topic(bootstrap, n) if n != args.count else (topic, None)
             measured = run_measured(_hitstream_cmd("prism", bootstrap, mem_topic, workdir), workdir / f"mem-{n}.log")
-            memory.append({"events": n, "peak_rss_mb": measured["peak_rss_mb"]})
+            memory.append({"events": n, "peak_rss_mb": measured["peak_rss_mb"],
+                           "peak_prism_rss_mb": measured["peak_prism_rss_mb"]})
         results["memory"] = memory
-        print("\n| events | hitstream (prism) peak RSS MB |\n|---|---|")
+        print("\n| events | hitstream (prism) peak RSS MB | of which Prism |\n|---|---|---|")
         for row in memory:
-            print(f"| {row['events']:,} | {row['peak_rss_mb']:,.0f} |")
+            print(f"| {row['events']:,} | {row['peak_rss_mb']:,.0f} | {row['peak_prism_rss_mb']:,.0f} |")
 
-        latency = measure_latency(bootstrap, args.latency_rate, args.latency_seconds, workdir)
-        results["latency"] = latency
-        print(f"\nlatency at {latency['achieved_rate']:,.0f} events/s for {args.latency_seconds:g} s "
-              f"({latency['trigger']}, {latency['messages']} output messages): p50 {latency['p50']:.2f} s, "
-              f"p99 {latency['p99']:.2f} s")
+        rates = [args.latency_rate] + [float(r) for r in args.latency_rates.split(",") if r]
+        results["latency_by_rate"] = [measure_latency(bootstrap, rate, args.latency_seconds, workdir)
+                                      for rate in rates]
+        results["latency"] = results["latency_by_rate"][0]
+        for latency in results["latency_by_rate"]:
+            print(f"\nlatency at {latency['achieved_rate']:,.0f} events/s for {args.latency_seconds:g} s "
+                  f"({latency['trigger']}, {latency['messages']} output messages): p50 {latency['p50']:.2f} s, "
+                  f"p99 {latency['p99']:.2f} s")
         if args.chart:
             chart([(name, eps) for name, eps, *_ in table], Path(args.chart))
         if args.json:

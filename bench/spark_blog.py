@@ -293,8 +293,8 @@ def _topic_message_count(bootstrap: str, topic: str) -> int:
 # ---------------------------------------------------------------------------------------------------------------
 # Measurement: the Spark run in a child process, its tree's RSS sampled from here
 
-def _tree_rss_bytes(root: int) -> int:
-    """RSS of `root` and every descendant, from /proc."""
+def _tree_rss_bytes(root: int, name: str = "") -> int:
+    """RSS of `root` and every descendant, from /proc; with `name`, only of the processes of that command name."""
     children: dict = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -309,8 +309,14 @@ def _tree_rss_bytes(root: int) -> int:
     while stack:
         pid = stack.pop()
         try:
-            with open(f"/proc/{pid}/statm", "rb") as statm:
-                total += int(statm.read().split()[1]) * page
+            if name:
+                with open(f"/proc/{pid}/comm") as comm:
+                    counted = comm.read().strip() == name
+            else:
+                counted = True
+            if counted:
+                with open(f"/proc/{pid}/statm", "rb") as statm:
+                    total += int(statm.read().split()[1]) * page
         except (OSError, IndexError, ValueError):
             pass
         stack.extend(children.get(pid, ()))
@@ -320,14 +326,17 @@ def _tree_rss_bytes(root: int) -> int:
 class PeakRss:
     """Samples a process tree's RSS every `interval` seconds in a thread; `.peak_mb` when stopped."""
 
-    def __init__(self, pid: int, interval: float = 0.2):
+    def __init__(self, pid: int, interval: float = 0.2, apart: str = ""):
         self.pid, self.interval, self.peak = pid, interval, 0
+        self.apart, self.peak_apart = apart, 0  # the peak of one command's processes (e.g. prism) on its own
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         while not self._stop.is_set():
             self.peak = max(self.peak, _tree_rss_bytes(self.pid))
+            if self.apart:
+                self.peak_apart = max(self.peak_apart, _tree_rss_bytes(self.pid, self.apart))
             self._stop.wait(self.interval)
 
     def __enter__(self):
