@@ -184,6 +184,9 @@ def _json_offsets(text: str) -> dict:
         raise ValueError(f"Kafka source: expected JSON like {{\"topic\": {{\"0\": 23}}}}, got {text!r} ({error}).")
 
 
+NO_WATERMARK_STATE = (MIN_TIMESTAMP.micros, MIN_TIMESTAMP.micros)  # PartitionWatermark's state before any record
+
+
 class PartitionSpec(NamedTuple):
     """One topic-partition to read, with the offsets resolved when the job started."""
     topic: str
@@ -191,7 +194,7 @@ class PartitionSpec(NamedTuple):
     start: int
     stop: int  # exclusive; UNBOUNDED for streaming
     share_per_trigger: int = sys.maxsize  # maxOffsetsPerTrigger split evenly over the partitions
-    watermark_state: Tuple[int, int] = (MIN_TIMESTAMP.micros, MIN_TIMESTAMP.micros)  # PartitionWatermark's
+    watermark_state: Tuple[int, int] = NO_WATERMARK_STATE  # PartitionWatermark's
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -408,8 +411,10 @@ class PartitionWatermark(WatermarkEstimator):
         self._reported = max(self._reported, now_micros - delay_micros)
 
 
-class _PartitionWatermarkProvider(WatermarkEstimatorProvider):
-    def initial_estimator_state(self, spec, restriction):
+class PartitionWatermarkProvider(WatermarkEstimatorProvider):
+    """Starts from the PartitionSpec's saved watermark state (MIN_TIMESTAMP when there is no checkpoint)."""
+
+    def initial_estimator_state(self, spec: PartitionSpec, restriction):
         return spec.watermark_state
 
     def create_watermark_estimator(self, state) -> PartitionWatermark:
@@ -467,7 +472,7 @@ class ReadPartitionsFn(beam.DoFn):
         spec: PartitionSpec,
         finalizer=beam.DoFn.BundleFinalizerParam,  # before the SDF params: Beam passes those by keyword
         tracker=beam.DoFn.RestrictionParam(_OffsetRangeProvider()),
-        watermark=beam.DoFn.WatermarkEstimatorParam(_PartitionWatermarkProvider()),
+        watermark=beam.DoFn.WatermarkEstimatorParam(PartitionWatermarkProvider()),
     ) -> Iterable[beam.window.TimestampedValue]:
         config = self._config
         restriction = tracker.current_restriction()

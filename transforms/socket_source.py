@@ -16,8 +16,8 @@ from apache_beam.io.restriction_trackers import OffsetRange
 from apache_beam.transforms.core import RestrictionProvider
 from apache_beam.utils.timestamp import Duration, Timestamp
 
-from transforms.kafka_source import (UNBOUNDED, KafkaOffsetTracker, PartitionWatermark, _PartitionWatermarkProvider,
-                                     hittime_millis)
+from transforms.kafka_source import (NO_WATERMARK_STATE, UNBOUNDED, KafkaOffsetTracker, PartitionWatermark,
+                                     PartitionWatermarkProvider, hittime_millis)
 from transforms.rows import CREATE_TIME, KafkaRecord
 
 _LOGGER = logging.getLogger(__name__)
@@ -32,6 +32,13 @@ class _LineRangeProvider(RestrictionProvider):
 
     def restriction_size(self, address, restriction) -> int:
         return 1
+
+
+class _LineWatermarkProvider(PartitionWatermarkProvider):
+    """A socket cannot replay, so its watermark always starts from nothing."""
+
+    def initial_estimator_state(self, address: str, restriction):
+        return NO_WATERMARK_STATE
 
 
 @beam.DoFn.unbounded_per_element()
@@ -49,7 +56,7 @@ class ReadSocketLinesFn(beam.DoFn):
             sock.close()
 
     def process(self, address: str, tracker=beam.DoFn.RestrictionParam(_LineRangeProvider()),
-                watermark=beam.DoFn.WatermarkEstimatorParam(_PartitionWatermarkProvider())
+                watermark=beam.DoFn.WatermarkEstimatorParam(_LineWatermarkProvider())
                 ) -> Iterable[beam.window.TimestampedValue]:
         if address not in self._connections:
             host, _, port = address.rpartition(":")

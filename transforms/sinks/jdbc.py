@@ -232,7 +232,7 @@ class JdbcWriter(SinkWriter):
                                quote=True)
         _LOGGER.info("jdbc sink: table %s at %s", self._table_name, mask_url(url))
         if self._create:
-            self._call_setup(lambda: metadata.create_all(self._engine, checkfirst=True))
+            self._call_setup(lambda: self._create_table(metadata))
         self._call_setup(self._check_key)
         self._upsert = _upsert(self._table, self._spec, self._dialect)
 
@@ -247,6 +247,14 @@ class JdbcWriter(SinkWriter):
                 self.on_retry(error)
 
         return call_with_retry(fn, policy=JDBC_RETRY, is_transient=self.is_transient, on_error=on_error)
+
+    def _create_table(self, metadata: sa.MetaData) -> None:
+        try:
+            metadata.create_all(self._engine, checkfirst=True)
+        except sa.exc.DBAPIError:
+            # Several workers set up at once: another one created the table between our check and our CREATE.
+            if not sa.inspect(self._engine).has_table(self._table_name):
+                raise
 
     def _check_key(self) -> None:
         inspector = sa.inspect(self._engine)
