@@ -1,10 +1,12 @@
 """Where a bounded hitstream run spends its time: py-spy over the benchmark's own command on a fresh topic.
 
-    python -m bench.profile                   # 1M events on Prism: share of samples per area, then the top functions
+    python -m bench.profile                   # 1M events on Prism: share per area of the bundle work, top functions
     python -m bench.profile --count 200000 --runner direct
 
-The areas are inclusive (a sample counts for every area on its stack, so the Kafka read holds its parse) and are
-shares of the samples py-spy took from the job's Python threads while they were not idle.
+py-spy samples every Python thread that is not idle, and a thread waiting for the GIL is not idle, so the shares are
+of samples, not of CPU. "Bundle work" is the samples inside the SDK worker's bundle processing; the rest are gRPC,
+progress and waiting threads. The areas are inclusive shares of the bundle work (a sample counts for every area on
+its stack, so the Kafka read holds its parse); the functions are ranked by their own (leaf) samples.
 """
 from __future__ import annotations
 
@@ -18,64 +20,55 @@ from pathlib import Path
 
 from bench.blog import REPO, _hitstream_cmd, produce_topic
 
-# (area, a path fragment of the frame's file, and optionally its function); first match per frame wins
-AREAS = [
-    ("Kafka read (ReadPartitionsFn)", "transforms/kafka_source.py", "process"),
-    ("  parse_record", "transforms/parse.py", "parse_record"),
-    ("queries (pre-aggregation, windows, combine)", "transforms/queries.py", None),
-    ("output modes (EmitChanged, snapshots)", "transforms/output_modes.py", None),
-    ("checkpoint counter", "transforms/checkpoint.py", None),
-    ("Parquet sink", "transforms/sinks/parquet.py", None),
-    ("JDBC sink", "transforms/sinks/jdbc.py", None),
-    ("Kafka sink", "transforms/sinks/kafka.py", None),
-    ("memory sink", "transforms/sinks/memory.py", None),
-    ("sink base (buffering, retries)", "transforms/sinks/base.py", None),
-    ("Beam coders (encode/decode between stages)", "apache_beam/coders/", None),
-    ("Beam data plane (gRPC)", "apache_beam/runners/worker/data_plane.py", None),
+BUNDLE = "BundleProcessor.process_bundle (apache_beam/runners/worker/bundle_processor.py)"
+AREAS = [  # (area, a fragment of the frame's file)
+    ("Kafka read (consume, records, watermark)", "transforms/kafka_source.py"),
+    ("  of it parse (orjson, data contract)", "transforms/parse.py"),
+    ("queries (pre-aggregation, windows, combine)", "transforms/queries.py"),
+    ("output modes (EmitChanged, snapshots)", "transforms/output_modes.py"),
+    ("checkpoint counter", "transforms/checkpoint.py"),
+    ("sinks (buffering, retries, writers)", "transforms/sinks/"),
+    ("  of it Parquet", "transforms/sinks/parquet.py"),
+    ("  of it rows to Arrow", "transforms/sinks/tables.py"),
+    ("  of it JDBC", "transforms/sinks/jdbc.py"),
+    ("  of it Kafka", "transforms/sinks/kafka.py"),
+    ("Beam coders (between stages)", "apache_beam/coders/"),
 ]
 
 
-def _frame(frame: str):
-    """'function (path/to/file.py)' as (function, path)."""
-    function, _, rest = frame.partition(" (")
-    return function, rest.rstrip(")")
-
-
-def area_shares(stacks: dict) -> list:
-    total = sum(stacks.values()) or 1
-    counts = collections.Counter()
-    for stack, samples in stacks.items():
-        hit = set()
-        for function, path in map(_frame, stack.split(";")):
-            for name, fragment, wanted in AREAS:
-                if fragment in path and (wanted is None or wanted == function):
-                    hit.add(name)
-        for name in hit:
-            counts[name] += samples
-    return [(name, counts[name] / total) for name, _, _ in AREAS]
-
-
-def top_functions(stacks: dict, n: int) -> list:
-    """The n functions found on the most samples (inclusive), with their share and their own (leaf) share."""
-    total = sum(stacks.values()) or 1
-    inclusive, own = collections.Counter(), collections.Counter()
-    for stack, samples in stacks.items():
-        frames = stack.split(";")
-        for frame in set(frames):
-            inclusive[frame] += samples
-        own[frames[-1]] += samples
-    return [(frame, count / total, own[frame] / total) for frame, count in inclusive.most_common(n)]
-
-
-def read_raw(path: Path) -> dict:
-    """py-spy's raw (collapsed) output: one 'frame;frame;...;leaf count' per line, the thread first."""
+def read_raw(path: Path) -> collections.Counter:
+    """py-spy's raw (collapsed) output, one 'frame;frame;...;leaf count' per line, as {stack tuple: samples}. Its
+    first frame names the process; Python frames read 'function (file)'."""
     stacks = collections.Counter()
     for line in path.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
         if stack:
-            # drop the thread/process frames py-spy puts first; keep Python frames, which carry a file
-            stacks[";".join(f for f in stack.split(";") if " (" in f)] += int(count)
+            stacks[tuple(stack.split(";")[1:])] += int(count)
     return stacks
+
+
+def bundle_work(stacks: collections.Counter) -> collections.Counter:
+    return collections.Counter({stack: n for stack, n in stacks.items() if BUNDLE in stack})
+
+
+def area_shares(work: collections.Counter) -> list:
+    total = sum(work.values()) or 1
+    counts = collections.Counter()
+    for stack, samples in work.items():
+        for name in {name for name, fragment in AREAS for frame in stack if f"({fragment}" in frame}:
+            counts[name] += samples
+    return [(name, counts[name] / total) for name, _ in AREAS]
+
+
+def top_functions(work: collections.Counter, n: int) -> list:
+    """The n functions with the most own (leaf) samples, as (frame, own share, inclusive share)."""
+    total = sum(work.values()) or 1
+    inclusive, own = collections.Counter(), collections.Counter()
+    for stack, samples in work.items():
+        for frame in set(stack):
+            inclusive[frame] += samples
+        own[stack[-1]] += samples
+    return [(frame, count / total, inclusive[frame] / total) for frame, count in own.most_common(n)]
 
 
 def main(argv=None) -> int:
@@ -84,7 +77,7 @@ def main(argv=None) -> int:
     parser.add_argument("--bootstrap-servers", default="127.0.0.1:9092")
     parser.add_argument("--count", type=int, default=1_000_000, help="events (default: 1000000)")
     parser.add_argument("--runner", default="prism", help="prism or direct (default: prism)")
-    parser.add_argument("--top", type=int, default=25, help="functions to list (default: 25)")
+    parser.add_argument("--top", type=int, default=20, help="functions to list (default: 20)")
     args = parser.parse_args(argv)
 
     py_spy = Path(sys.executable).with_name("py-spy")
@@ -92,25 +85,26 @@ def main(argv=None) -> int:
         parser.error(f"{py_spy} is missing: bash scripts/setup installs it with the bench extra")
     topic, report = produce_topic(args.bootstrap_servers, args.count)
     print(f"produced {report.produced:,} hits to {topic}")
-    work = Path(tempfile.mkdtemp(prefix="hitstream-profile-"))
-    raw = work / "profile.txt"
+    workdir = Path(tempfile.mkdtemp(prefix="hitstream-profile-"))
+    raw = workdir / "profile.txt"
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
     command = [str(py_spy), "record", "--format", "raw", "--nolineno", "--subprocesses", "--rate", "100",
-               "--output", str(raw), "--"] + _hitstream_cmd(args.runner, args.bootstrap_servers, topic, work)
-    with open(work / "run.log", "wb") as log:
+               "--output", str(raw), "--"] + _hitstream_cmd(args.runner, args.bootstrap_servers, topic, workdir)
+    with open(workdir / "run.log", "wb") as log:
         code = subprocess.call(command, cwd=str(REPO), env=env, stdout=log, stderr=subprocess.STDOUT)
     if code != 0:
-        print((work / "run.log").read_text()[-3000:], file=sys.stderr)
+        print((workdir / "run.log").read_text()[-3000:], file=sys.stderr)
         return code
     stacks = read_raw(raw)
-
-    print(f"\n{sum(stacks.values()):,} samples, {args.count:,} events on {args.runner} (raw profile: {raw})\n")
-    print("| area | share of samples |\n|---|---|")
-    for name, share in area_shares(stacks):
+    work = bundle_work(stacks)
+    print(f"\n{args.count:,} events on {args.runner}: {sum(stacks.values()):,} samples, of them "
+          f"{sum(work.values()) / max(1, sum(stacks.values())):.0%} bundle work (raw profile: {raw})\n")
+    print("| area | share of bundle work |\n|---|---|")
+    for name, share in area_shares(work):
         print(f"| {name} | {share:.1%} |")
-    print("\n| function | inclusive | own |\n|---|---|---|")
-    for frame, inclusive, own in top_functions(stacks, args.top):
-        print(f"| {frame} | {inclusive:.1%} | {own:.1%} |")
+    print("\n| function | own | inclusive |\n|---|---|---|")
+    for frame, own, inclusive in top_functions(work, args.top):
+        print(f"| {frame} | {own:.1%} | {inclusive:.1%} |")
     return 0
 
 

@@ -38,6 +38,7 @@ from apache_beam.utils.timestamp import MIN_TIMESTAMP, Duration, Timestamp
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from hitstream import progress
+from transforms.batch_coder import BatchCoder  # noqa: F401 (registers the coder of the batch types)
 from transforms.parse import ParsedBatch, parse_record, parse_value, to_micros
 from transforms.rows import CREATE_TIME, LOG_APPEND_TIME, Hit, KafkaBatch, KafkaRecord
 
@@ -401,8 +402,18 @@ class PartitionWatermark(WatermarkEstimator):
 
     def observe_event(self, event_micros: int, delay_micros: int) -> bool:
         """Record one event time; True when it is behind the partition's watermark (a late record)."""
-        late = event_micros < max(self._reported, self._max_event - delay_micros)
-        self._max_event = max(self._max_event, event_micros)
+        return bool(self.observe_events([event_micros], delay_micros))
+
+    def observe_events(self, event_micros: list, delay_micros: int) -> list:
+        """Record event times in read order; the indexes of those behind the partition's watermark (late)."""
+        reported, max_event = self._reported, self._max_event
+        late = []
+        for index, micros in enumerate(event_micros):
+            if micros < reported or micros < max_event - delay_micros:
+                late.append(index)
+            if micros > max_event:
+                max_event = micros
+        self._max_event = max_event
         return late
 
     def advance_idle(self, now_micros: int, delay_micros: int):
@@ -506,12 +517,13 @@ class ReadPartitionsFn(beam.DoFn):
                     break
                 next_offset = message.offset() + 1
                 claimed += 1
-                outputs.append(self._to_output(message, watermark))
+                outputs.append(self._to_output(message))
+            self._mark_late(outputs, watermark)
             if config.batched:
                 if outputs:
                     yield _as_batch(outputs, watermark.current_watermark(), self._parses)
             else:
-                for element, seconds in outputs:
+                for element, seconds, _ in outputs:
                     yield beam.window.TimestampedValue(element, seconds)
             if past_stop:
                 break
@@ -563,9 +575,10 @@ class ReadPartitionsFn(beam.DoFn):
         else:
             tracker.defer_remainder()
 
-    def _to_output(self, message, watermark: PartitionWatermark) -> Tuple[object, float]:
-        """One message as (element, event time in seconds): its KafkaRecord, or its Hit or DeadLetter when the read
-        parses (`KafkaSourceConfig.parses`)."""
+    def _to_output(self, message) -> list:
+        """One message as [element, event time in seconds, event time in micros for the watermark or None]: its
+        KafkaRecord, or its Hit or DeadLetter when the read parses (`KafkaSourceConfig.parses`). A record without
+        a readable event time keeps its Kafka time and leaves the watermark alone."""
         ts_type, ts_ms = message.timestamp()
         record = KafkaRecord(
             key=message.key(),
@@ -582,16 +595,22 @@ class ReadPartitionsFn(beam.DoFn):
             # What hittime_millis does, keeping the parse: a record without a Hit is a dead letter.
             element = parse_record(record)
             if type(element) is not Hit:
-                return element, ts_ms / 1000.0
+                return [element, ts_ms / 1000.0, None]
             event_ms = to_micros(element.hittime) // 1000
         elif self._config.timestamp_policy == "event-time":
             event_ms = self._config.event_time_fn(record)
             if event_ms is None:  # unreadable: the parse step dead-letters it; keep the Kafka time for Beam
-                return record, ts_ms / 1000.0
-        if watermark.observe_event(event_ms * 1000, self._delay_micros):
-            self._late.inc()
-            element = element._replace(late=True)
-        return element, event_ms / 1000.0
+                return [record, ts_ms / 1000.0, None]
+        return [element, event_ms / 1000.0, event_ms * 1000]
+
+    def _mark_late(self, outputs: list, watermark: PartitionWatermark) -> None:
+        """Pass a poll's event times to the partition's watermark in one call (the runner wraps the estimator in
+        a lock, which per record cost more than the check itself) and flag the records that were behind it."""
+        timed = [output for output in outputs if output[2] is not None]
+        late = watermark.observe_events([output[2] for output in timed], self._delay_micros)
+        for index in late:
+            timed[index][0] = timed[index][0]._replace(late=True)
+        self._late.inc(len(late))
 
     def _on_error(self, error: KafkaError, consumer: Consumer, spec: PartitionSpec, next_offset: int) -> int:
         if error.code() != KafkaError._AUTO_OFFSET_RESET and error.code() != KafkaError.OFFSET_OUT_OF_RANGE:
@@ -636,8 +655,8 @@ def _as_batch(outputs: list, watermark: Timestamp, parsed: bool) -> beam.window.
     """One KafkaBatch (or ParsedBatch), timestamped at its earliest record but never behind the partition's reported
     watermark, so no runner treats the batch as late. Windowed queries re-stamp what they take from it with event
     times."""
-    earliest = Timestamp.of(min(seconds for _, seconds in outputs))
-    elements = tuple(element for element, _ in outputs)
+    earliest = Timestamp.of(min(output[1] for output in outputs))
+    elements = tuple(output[0] for output in outputs)
     batch = ParsedBatch(elements) if parsed else KafkaBatch(elements)
     return beam.window.TimestampedValue(batch, max(earliest, watermark))
 
