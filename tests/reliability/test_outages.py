@@ -66,6 +66,18 @@ def _produce_with_outage(topic: str, bootstrap: str, outage, seed: int):
     return reports[0]
 
 
+def _outage(service, seconds: float, measured: dict):
+    """A function that stops a service of the stack for `seconds`, starts it again and records how long it was away
+    (stop and start included) in measured["seconds"]."""
+    def stop_and_start():
+        started = time.monotonic()
+        service.stop()
+        time.sleep(seconds)
+        service.start()
+        measured["seconds"] = time.monotonic() - started
+    return stop_and_start
+
+
 def test_broker_restart_mid_stream(kafka_bootstrap, topic_factory, mysql_url, tmp_path, capsys):
     topic = topic_factory(partitions=3, prefix="fault-broker")
     out_topic = topic_factory(partitions=1, prefix="fault-broker-out")
@@ -76,16 +88,8 @@ def test_broker_restart_mid_stream(kafka_bootstrap, topic_factory, mysql_url, tm
                                                               f"--jdbc-url={db_url}", f"--output-topic={out_topic}",
                                                               f"--dead-letter-topic={dlq_topic}"])
         outage = {}
-
-        def restart_broker():
-            started = time.monotonic()
-            stack_kafka.stop()
-            time.sleep(20)
-            stack_kafka.start()
-            outage["seconds"] = time.monotonic() - started
-
         try:
-            report = _produce_with_outage(topic, kafka_bootstrap, restart_broker, seed=31)
+            report = _produce_with_outage(topic, kafka_bootstrap, _outage(stack_kafka, 20, outage), seed=31)
             hits_ref = {(e[3], e[4]) for e in report.events}
             zip_ref = dict(report.zip_counts)
             sinks = {}
@@ -129,17 +133,9 @@ def test_database_outage_mid_stream(kafka_bootstrap, topic_factory, mysql_url, c
         result = _start_job(topic, kafka_bootstrap, "zip_counts=jdbc:complete", "zip_window_counts=jdbc:update",
                             extra=[f"--jdbc-url={db_url}"])
         outage = {}
-
-        def stop_database():
-            started = time.monotonic()
-            stack_mariadb.stop()
-            time.sleep(30)
-            stack_mariadb.start()
-            outage["seconds"] = time.monotonic() - started
-
         try:
             with caplog.at_level("WARNING", logger="transforms.sinks"):
-                report = _produce_with_outage(topic, kafka_bootstrap, stop_database, seed=32)
+                report = _produce_with_outage(topic, kafka_bootstrap, _outage(stack_mariadb, 30, outage), seed=32)
                 zip_ref = dict(report.zip_counts)
                 windows_ref = window_reference(report.events)
                 sinks = {}
