@@ -175,6 +175,16 @@ class KafkaSourceConfig:
         conf.update(self.kafka_options)
         return conf
 
+    def reader_config(self) -> dict:
+        """The config of the read's consumers (one per partition): consumer_config with a bounded read-ahead.
+
+        The pipeline consumes far slower than librdkafka fetches, and with its defaults (a 64 MB queue, and 1 s of
+        backoff once full) the consumers held ~950 MB of prefetched records at the peak of a 2M-event bounded run
+        (memray), so peak RSS grew with the topic. A 4 MB queue refilled within 10 ms keeps the read as fast (1M
+        events: 31-36 s wall against 38-40 s) and RSS nearly flat (4M events: 1,038 MB against 2,355 MB). kafka
+        options given by the user still win."""
+        return {"queued.max.messages.kbytes": 4096, "fetch.queue.backoff.ms": 10, **self.consumer_config()}
+
 
 def _json_offsets(text: str) -> dict:
     """Spark's per-partition JSON, {"topic": {"0": 23}}, with integer partitions."""
@@ -469,11 +479,11 @@ class ReadPartitionsFn(beam.DoFn):
         cached = self._consumers.get(key)
         if cached is not None and cached[1] == offset:
             return cached[0]
-        consumer = cached[0] if cached is not None else Consumer(self._config.consumer_config())
+        consumer = cached[0] if cached is not None else Consumer(self._config.reader_config())
         try:
             consumer.assign([TopicPartition(topic, partition, offset)])
         except RuntimeError:  # closed by a teardown that raced with this bundle (seen on Prism): start afresh
-            consumer = Consumer(self._config.consumer_config())
+            consumer = Consumer(self._config.reader_config())
             consumer.assign([TopicPartition(topic, partition, offset)])
         self._consumers[key] = (consumer, offset)
         return consumer

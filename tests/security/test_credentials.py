@@ -56,7 +56,7 @@ def test_sasl_ssl_settings_reach_the_consumer_and_producers_unchanged(route, tmp
     producer_configs = [sink_for("kafka", "zip_counts", hs).make_writer()._config]
     producer_configs += [sink.make_writer()._config for _, sink in dead_letter_sinks(hs)]
     assert len(producer_configs) == 2
-    for client_config in [consumer_config, *producer_configs]:
+    for client_config in [consumer_config, config.reader_config(), *producer_configs]:
         assert {key: client_config[key] for key in wanted} == wanted
         assert client_config["bootstrap.servers"] == CLOSED_PORT
     Consumer(consumer_config).close()
