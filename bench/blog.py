@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
 import shutil
 import statistics
 import subprocess
@@ -41,7 +40,7 @@ from pathlib import Path
 import orjson
 from confluent_kafka import Consumer, TopicPartition
 
-from bench.spark_blog import PeakRss
+from bench.spark_blog import PeakRss, child_env
 from hitstream.generator import ProduceSpec, ensure_topic, produce
 from transforms.kafka_source import KafkaSourceConfig, resolve_partitions
 
@@ -74,10 +73,9 @@ def _free_port() -> int:
 
 
 def run_measured(cmd: list, log: Path, timeout: float = 3600) -> dict:
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
     started = time.perf_counter()
     with open(log, "wb") as out:
-        child = subprocess.Popen(cmd, cwd=str(REPO), env=env, stdout=out, stderr=subprocess.STDOUT)
+        child = subprocess.Popen(cmd, cwd=str(REPO), env=child_env(), stdout=out, stderr=subprocess.STDOUT)
         with PeakRss(child.pid, apart="prism") as rss:
             code = child.wait(timeout)
     if code != 0:
@@ -150,8 +148,7 @@ def measure_latency(bootstrap: str, rate: float, seconds: float, workdir: Path, 
                 arrivals.append((time.time() * 1000, body["zipcode"], body["count"]))
         consumer.close()
 
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    job = subprocess.Popen(cmd, cwd=str(REPO), env=env, stdout=open(workdir / "latency-job.log", "wb"),
+    job = subprocess.Popen(cmd, cwd=str(REPO), env=child_env(), stdout=open(workdir / "latency-job.log", "wb"),
                            stderr=subprocess.STDOUT)
     reader = threading.Thread(target=consume_output, daemon=True)
     reader.start()

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import argparse
 import collections
-import os
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 from bench.blog import REPO, _hitstream_cmd, produce_topic
+from bench.spark_blog import child_env
 
 BUNDLE = "BundleProcessor.process_bundle (apache_beam/runners/worker/bundle_processor.py)"
 AREAS = [  # (area, a fragment of the frame's file)
@@ -87,11 +87,10 @@ def main(argv=None) -> int:
     print(f"produced {report.produced:,} hits to {topic}")
     workdir = Path(tempfile.mkdtemp(prefix="hitstream-profile-"))
     raw = workdir / "profile.txt"
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
     command = [str(py_spy), "record", "--format", "raw", "--nolineno", "--subprocesses", "--rate", "100",
                "--output", str(raw), "--"] + _hitstream_cmd(args.runner, args.bootstrap_servers, topic, workdir)
     with open(workdir / "run.log", "wb") as log:
-        code = subprocess.call(command, cwd=str(REPO), env=env, stdout=log, stderr=subprocess.STDOUT)
+        code = subprocess.call(command, cwd=str(REPO), env=child_env(), stdout=log, stderr=subprocess.STDOUT)
     if code != 0:
         print((workdir / "run.log").read_text()[-3000:], file=sys.stderr)
         return code

@@ -34,6 +34,7 @@ peak RSS 2.3 GB; 1M with --lenient-parse: 10,002 events/s, 2.8 GB. Session start
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import os
 import subprocess
@@ -293,8 +294,13 @@ def _topic_message_count(bootstrap: str, topic: str) -> int:
 # ---------------------------------------------------------------------------------------------------------------
 # Measurement: the Spark run in a child process, its tree's RSS sampled from here
 
-def _tree_rss_bytes(root: int, name: str = "") -> int:
-    """RSS of `root` and every descendant, from /proc; with `name`, only of the processes of that command name."""
+def child_env() -> dict:
+    """The environment of a measured child process: this one's, with the repository first on PYTHONPATH."""
+    return dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+
+
+def _tree_rss_by_command(root: int) -> collections.Counter:
+    """RSS in bytes of `root` and every descendant, from /proc, summed per command name (e.g. python, prism)."""
     children: dict = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -305,22 +311,16 @@ def _tree_rss_bytes(root: int, name: str = "") -> int:
             children.setdefault(int(fields[1]), []).append(int(entry))
         except (OSError, IndexError, ValueError):
             continue
-    total, stack, page = 0, [root], os.sysconf("SC_PAGE_SIZE")
+    totals, stack, page = collections.Counter(), [root], os.sysconf("SC_PAGE_SIZE")
     while stack:
         pid = stack.pop()
         try:
-            if name:
-                with open(f"/proc/{pid}/comm") as comm:
-                    counted = comm.read().strip() == name
-            else:
-                counted = True
-            if counted:
-                with open(f"/proc/{pid}/statm", "rb") as statm:
-                    total += int(statm.read().split()[1]) * page
+            with open(f"/proc/{pid}/comm") as comm, open(f"/proc/{pid}/statm", "rb") as statm:
+                totals[comm.read().strip()] += int(statm.read().split()[1]) * page
         except (OSError, IndexError, ValueError):
             pass
         stack.extend(children.get(pid, ()))
-    return total
+    return totals
 
 
 class PeakRss:
@@ -334,9 +334,10 @@ class PeakRss:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.peak = max(self.peak, _tree_rss_bytes(self.pid))
+            by_command = _tree_rss_by_command(self.pid)  # one walk of /proc gives the tree and the part apart
+            self.peak = max(self.peak, sum(by_command.values()))
             if self.apart:
-                self.peak_apart = max(self.peak_apart, _tree_rss_bytes(self.pid, self.apart))
+                self.peak_apart = max(self.peak_apart, by_command[self.apart])
             self._stop.wait(self.interval)
 
     def __enter__(self):
@@ -371,7 +372,7 @@ def run_spark_blog(bootstrap: str, topic: str, workdir: str, jdbc_url: Optional[
         cmd += ["--jdbc-url", jdbc_url]
     if not strict:
         cmd.append("--lenient-parse")
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+    env = child_env()
     started = time.perf_counter()
     log_path = Path(workdir) / "spark-child.log"
     with open(log_path, "wb") as log:
