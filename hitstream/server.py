@@ -131,7 +131,10 @@ def ensure_started(port: int, host: str = "127.0.0.1") -> Optional[ThreadingHTTP
             _LOGGER.warning("server: %s:%d is in use, so `hitstream sql` will not reach this job's memory tables; "
                             "pass another --dashboard-port", host, port)
             return None
-        server.daemon_threads = True
+        # Request threads are joined on close (ThreadingMixIn's block_on_close): a daemon thread still inside DuckDB
+        # when the interpreter exits is unwound by force through DuckDB's C++ and aborts the process (SIGABRT,
+        # "FATAL: exception not rethrown"), so the job's exit code would be -6 rather than its own.
+        server.daemon_threads = False
         threading.Thread(target=server.serve_forever, name=f"hitstream-sql-{port}", daemon=True).start()
         _SERVERS[(host, port)] = server
         _LOGGER.info("server: SQL over memory tables on http://%s:%d/sql?q=...", host, server.server_port)
@@ -139,8 +142,17 @@ def ensure_started(port: int, host: str = "127.0.0.1") -> Optional[ThreadingHTTP
 
 
 def stop(port: int, host: str = "127.0.0.1") -> None:
+    """Stop serving host:port and wait for the requests in flight (a SQL query ends within its timeout)."""
     with _LOCK:
         server = _SERVERS.pop((host, port), None)
     if server is not None:
         server.shutdown()
         server.server_close()
+
+
+def stop_all() -> None:
+    """Stop every server of this process; the job that ends calls it before the interpreter exits."""
+    with _LOCK:
+        addresses = list(_SERVERS)
+    for host, port in addresses:
+        stop(port, host)

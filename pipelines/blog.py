@@ -26,7 +26,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.runner import PipelineState
 
 import runners
-from hitstream import progress
+from hitstream import progress, server
 from pipelines.options import (QUERIES, HitstreamOptions, Settings, check_database, check_reachable, check_writable,
                               first_bootstrap)
 from transforms.checkpoint import AggregateCheckpoint, CountForCheckpointFn, QuerySpec
@@ -212,6 +212,7 @@ def run(argv=None) -> int:
         return _wait_streaming(result, hs.run_seconds)
     finally:
         query.close()  # a last record, then the hooks turn off
+        server.stop_all()  # the dashboard and SQL box, with their requests in flight, before the interpreter exits
 
 
 def _wait_streaming(result, run_seconds: float) -> int:
