@@ -38,7 +38,7 @@ from apache_beam.transforms.trigger import AccumulationMode, AfterCount, Repeate
 from apache_beam.transforms.window import GlobalWindows
 
 from hitstream import progress
-from transforms.rows import Snapshot
+from transforms.rows import HitBatch, Snapshot
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -209,12 +209,16 @@ class SinkWriteFn(beam.DoFn):
             self._rows_written.inc(len(element.rows))
             progress.record_sink(self._name, element)
             return iter(())
-        key = idempotency_key(element)
-        seen = self._pending.get(key)
-        if seen is None or _newer(element, seen):
-            self._pending[key] = element
-        if len(self._pending) >= self._max_batch_size:
-            self._flush()
+        pending = self._pending
+        # A HitBatch brings the rows of a whole Kafka poll as one element (the fast path's `hits`).
+        for row in (element.hits if type(element) is HitBatch else (element,)):
+            key = idempotency_key(row)
+            seen = pending.get(key)
+            if seen is None or _newer(row, seen):
+                pending[key] = row
+            if len(pending) >= self._max_batch_size:
+                self._flush()
+                pending = self._pending
         return iter(())
 
     def finish_bundle(self) -> None:

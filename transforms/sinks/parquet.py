@@ -417,15 +417,17 @@ class ParquetWriter(SinkWriter):
             log.maybe_compact()
 
     def _write_temp_files(self, txn: str, rows: List[tuple]) -> List[List[str]]:
-        groups: Dict[Tuple[Optional[str], ...], List[tuple]] = {}
+        groups: Dict[Tuple[Optional[str], ...], List[int]] = {}
         values_of = _partition_values_fn(type(rows[0]), self._partition_by)
-        for row in rows:
-            groups.setdefault(values_of(row), []).append(row)
+        for index, row in enumerate(rows):
+            groups.setdefault(values_of(row), []).append(index)
         schema = schema_of(type(rows[0]), rows[0])
-        data_schema = pa.schema([f for f in schema if f.name not in self._partition_by])
+        # One conversion of the whole batch, then a take per partition directory: a batch spreads over hundreds of
+        # zipcodes, and converting each group on its own cost one pa.array call per column per group.
+        batch = to_arrow(rows, schema).select([f.name for f in schema if f.name not in self._partition_by])
         files = []
-        for n, (values, group) in enumerate(sorted(groups.items(), key=lambda item: repr(item[0]))):
-            table = to_arrow(group, schema).select(data_schema.names)
+        for n, (values, indexes) in enumerate(sorted(groups.items(), key=lambda item: repr(item[0]))):
+            table = batch if len(groups) == 1 else batch.take(pa.array(indexes, type=pa.int64()))
             temp = os.path.join(TEMP_DIR, f"{txn}-{n:05d}.parquet.tmp")
             final = os.path.join(partition_dir(self._partition_by, values), f"part-{txn}-{n:05d}.parquet")
             with open(os.path.join(self._base_path, temp), "wb") as out:
