@@ -48,9 +48,9 @@ if TYPE_CHECKING:
 _LOGGER = logging.getLogger(__name__)
 
 UNBOUNDED = sys.maxsize  # stop offset of a streaming restriction
-_new_tuple = tuple.__new__
 POSITION_UNKNOWN = -1  # a cached consumer whose position no longer matches any offset we track
 TIMESTAMP_POLICIES = ("create-time", "log-append-time", "event-time")
+_new_tuple = tuple.__new__  # builds a NamedTuple from its fields in order, without its Python-level __new__
 
 
 def hittime_millis(record: KafkaRecord) -> Optional[int]:

@@ -23,7 +23,7 @@ import collections
 import datetime
 import logging
 import operator
-from typing import Any, Dict, Iterable, Iterator, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
@@ -62,15 +62,24 @@ class DropLateFn(beam.DoFn):
         self._latest = datetime.datetime.max.replace(tzinfo=datetime.timezone.utc) - margin
 
     def process(self, hit: Hit) -> Iterator[Hit]:
-        if hit.late:
-            self._late_records.inc()
-            progress.record_late()
-            return
-        if not self.windowable(hit):
-            _LOGGER.warning("Dropping hit at %s: its windows fall outside years 1..9999", hit.hittime)
-            self._unwindowable.inc()
-            return
-        yield hit
+        yield from self.keep((hit,))
+
+    def keep(self, hits: Sequence[Hit]) -> List[Hit]:
+        """The hits that process() keeps, with one metric update per batch rather than per late hit."""
+        earliest, latest = self._earliest, self._latest
+        kept, late = [], 0
+        for hit in hits:
+            if hit.late:
+                late += 1
+            elif earliest <= hit.hittime <= latest:
+                kept.append(hit)
+            else:
+                _LOGGER.warning("Dropping hit at %s: its windows fall outside years 1..9999", hit.hittime)
+                self._unwindowable.inc()
+        if late:
+            self._late_records.inc(late)
+            progress.record_late(late)
+        return kept
 
     def windowable(self, hit: Hit) -> bool:
         return self._earliest <= hit.hittime <= self._latest
@@ -127,7 +136,7 @@ class PreAggregateFn(beam.DoFn):
         if self._window is None:
             yield from key_counts(batch.hits, self._key_field).items()
             return
-        kept = (hit for raw in batch.hits for hit in self._drop_late.process(raw))
+        kept = self._drop_late.keep(batch.hits)
         for (key, _), (n, earliest) in bucket_counts(kept, self._key_field, self._window).items():
             yield TimestampedValue((key, n), Timestamp(micros=earliest))
 
