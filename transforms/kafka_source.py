@@ -41,6 +41,7 @@ from hitstream import progress
 from transforms.batch_coder import BatchCoder  # noqa: F401 (registers the coder of the batch types)
 from transforms.parse import ParsedBatch, parse_record, parse_value, to_micros
 from transforms.rows import CREATE_TIME, LOG_APPEND_TIME, Hit, KafkaBatch, KafkaRecord
+from transforms.worker import tune_gc
 
 if TYPE_CHECKING:
     from transforms.checkpoint import AggregateCheckpoint
@@ -491,6 +492,7 @@ class ReadPartitionsFn(beam.DoFn):
         self._parses = config.parses
 
     def setup(self):
+        tune_gc()
         self._records = Metrics.counter("hitstream", "kafka_records_read")
         self._late = Metrics.counter("hitstream", "kafka_records_late")
         self._data_loss = Metrics.counter("hitstream", "kafka_offsets_lost")
