@@ -116,6 +116,16 @@ def parse_value(value: Optional[bytes]) -> Dict[str, Any]:
     `day` (the UTC date of hittime, YYYY-MM-DD). Raises ParseError, with a message naming the broken rule, for
     anything else.
     """
+    return dict(zip(_FIELD_NAMES, parse_fields(value)))
+
+
+_FIELD_NAMES = ("hittime", "zipcode", *OPTIONAL_FIELDS, "day")  # the order of Hit's first fields
+_STRING_OR_NULL = frozenset((str, type(None)))
+
+
+def parse_fields(value: Optional[bytes]) -> tuple:
+    """`parse_value`'s fields as a tuple in Hit's order (hittime, zipcode, the optional fields, day): what the
+    read's hot path builds a Hit from without a dict in between."""
     if value is None:
         raise ParseError("value is null (a tombstone or an empty message); expected a JSON object")
     if not isinstance(value, (bytes, bytearray, memoryview)):
@@ -147,16 +157,28 @@ def parse_value(value: Optional[bytes]) -> Dict[str, Any]:
     if len(zipcode) > MAX_ZIPCODE_BYTES // 4 and len(zipcode.encode("utf-8", "surrogatepass")) > MAX_ZIPCODE_BYTES:
         raise ParseError(f"field 'zipcode' is longer than {MAX_ZIPCODE_BYTES} bytes of UTF-8: {_shown(zipcode)}")
 
-    fields: Dict[str, Any] = {"hittime": hittime, "zipcode": zipcode}
-    for name in OPTIONAL_FIELDS:
-        field = doc.get(name)
-        if field is not None and type(field) is not str:
-            raise ParseError(f"field '{name}' must be a string or null, got {_json_type(field)}")
-        if name == "isp" and field is not None and len(field) > MAX_ISP_CHARACTERS:
-            raise ParseError(f"field 'isp' is longer than {MAX_ISP_CHARACTERS} characters: {_shown(field)}")
-        fields[name] = field
-    fields["day"] = hittime.date().isoformat()
-    return fields
+    optional = tuple(map(doc.get, OPTIONAL_FIELDS))
+    if not _STRING_OR_NULL.issuperset(map(type, optional)):  # one pass in C over the usual all-string hit
+        for name, field in zip(OPTIONAL_FIELDS, optional):
+            if field is not None and type(field) is not str:
+                raise ParseError(f"field '{name}' must be a string or null, got {_json_type(field)}")
+    isp = optional[0]
+    if isp is not None and len(isp) > MAX_ISP_CHARACTERS:
+        raise ParseError(f"field 'isp' is longer than {MAX_ISP_CHARACTERS} characters: {_shown(isp)}")
+    return (hittime, zipcode, *optional, _utc_day(hittime))
+
+
+_DAYS: Dict[int, str] = {}  # date ordinal -> YYYY-MM-DD: a stream's hits fall on a few days
+
+
+def _utc_day(moment: datetime.datetime) -> str:
+    ordinal = moment.toordinal()
+    day = _DAYS.get(ordinal)
+    if day is None:
+        if len(_DAYS) >= 4096:  # hostile input spread over many days: stay small
+            _DAYS.clear()
+        day = _DAYS[ordinal] = moment.date().isoformat()
+    return day
 
 
 def to_micros(moment: datetime.datetime) -> int:
@@ -167,12 +189,9 @@ def to_micros(moment: datetime.datetime) -> int:
 def parse_record(record: KafkaRecord) -> Union[Hit, DeadLetter]:
     """One record as a Hit, or as a DeadLetter saying which rule it broke. Never raises."""
     try:
-        fields = parse_value(record.value)
         # tuple.__new__ with Hit's fields in order: Hit's own __new__ is Python code, a measurable cost per record.
-        return _new_tuple(Hit, (
-            fields["hittime"], fields["zipcode"], fields["isp"], fields["ip"], fields["city"], fields["state"],
-            fields["country"], fields["user_id"], fields["url"], fields["day"],
-            record.topic, record.partition, record.offset, record.timestamp, bool(record.late)))
+        return _new_tuple(Hit, (*parse_fields(record.value), record.topic, record.partition, record.offset,
+                                record.timestamp, bool(record.late)))
     except ParseError as err:
         return _dead_letter(record, str(err))
     except Exception as err:  # pylint: disable=broad-except

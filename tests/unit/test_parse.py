@@ -234,3 +234,10 @@ def test_parse_value_bounds_the_grouping_keys(doc, phrase):
 def test_parse_value_keeps_keys_at_their_bounds():
     fields = parse_value(orjson.dumps({"hittime": 0, "zipcode": "é" * 32, "isp": "x" * 255}))
     assert (fields["zipcode"], fields["isp"]) == ("é" * 32, "x" * 255)
+
+
+def test_parse_fields_are_in_hit_order():
+    # parse_record builds a Hit from parse_fields' tuple by position, so the two orders must agree.
+    from transforms.parse import _FIELD_NAMES
+    assert Hit._fields[:len(_FIELD_NAMES)] == _FIELD_NAMES
+    assert len(Hit._fields) == len(_FIELD_NAMES) + 5  # topic, partition, offset, kafka_timestamp, late
