@@ -39,8 +39,8 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from hitstream import progress
 from transforms.batch_coder import BatchCoder  # noqa: F401 (registers the coder of the batch types)
-from transforms.parse import ParsedBatch, parse_record, parse_value, to_micros
-from transforms.rows import CREATE_TIME, LOG_APPEND_TIME, Hit, KafkaBatch, KafkaRecord
+from transforms.parse import ParsedBatch, parse_fields, parse_record, to_micros
+from transforms.rows import CREATE_TIME, LOG_APPEND_TIME, Hit, KafkaBatch, KafkaRecord, new_row
 from transforms.worker import tune_gc
 
 if TYPE_CHECKING:
@@ -51,7 +51,6 @@ _LOGGER = logging.getLogger(__name__)
 UNBOUNDED = sys.maxsize  # stop offset of a streaming restriction
 POSITION_UNKNOWN = -1  # a cached consumer whose position no longer matches any offset we track
 TIMESTAMP_POLICIES = ("create-time", "log-append-time", "event-time")
-_new_tuple = tuple.__new__  # builds a NamedTuple from its fields in order, without its Python-level __new__
 
 
 def hittime_millis(record: KafkaRecord) -> Optional[int]:
@@ -60,7 +59,7 @@ def hittime_millis(record: KafkaRecord) -> Optional[int]:
     far-future hittime must not move its partition's watermark and make every later hit late.
     """
     try:
-        return to_micros(parse_value(record.value)["hittime"]) // 1000
+        return to_micros(parse_fields(record.value)[0]) // 1000
     except Exception:  # a ParseError, or anything else parse_record dead-letters
         return None
 
@@ -651,9 +650,7 @@ class ReadPartitionsFn(beam.DoFn):
         KafkaRecord, or its Hit or DeadLetter when the read parses (`KafkaSourceConfig.parses`). A record without
         a readable event time keeps its Kafka time and leaves the watermark alone."""
         ts_type, ts_ms = message.timestamp()
-        # tuple.__new__ with the fields in KafkaRecord's order: a NamedTuple's own __new__ is Python code, and per
-        # record it cost more than the checks of the data contract.
-        record = _new_tuple(KafkaRecord, (
+        record = new_row(KafkaRecord, (  # the fields in KafkaRecord's order
             message.key(), message.value(), message.topic(), message.partition(), message.offset(), ts_ms,
             LOG_APPEND_TIME if ts_type == 2 else CREATE_TIME,
             tuple(message.headers() or ()) if self._config.include_headers else None, False))

@@ -1,6 +1,6 @@
 """Process-wide settings for the SDK worker that runs hitstream's steps.
 
-The fast path makes some thirty short-lived objects per Kafka record (the message, its KafkaRecord, the parsed dict,
+The fast path makes some thirty short-lived objects per Kafka record (the message, its KafkaRecord, the decoded JSON,
 the Hit, its datetime...), and a batch of them lives until its bundle is written. With CPython's default
 thresholds (a young collection every 700 allocations) the collector ran every few dozen records, promoted whole
 batches to the older generations and walked the worker's long-lived heap (Beam, gRPC, pyarrow) again and again.
