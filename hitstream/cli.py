@@ -37,6 +37,7 @@ def _produce_spec(args):
     return ProduceSpec(topic=args.topic, bootstrap_servers=args.bootstrap_servers, count=args.count, rate=args.rate,
                        zipcodes=args.zipcodes, skew=args.skew, late_share=args.late_share,
                        late_by_seconds=args.late_by, malformed_share=args.malformed_share,
+                       disorder_seconds=args.disorder, boundary_share=args.boundary_share,
                        partitions=args.partitions, seed=args.seed, keep_events=bool(args.report_events))
 
 
@@ -105,6 +106,11 @@ def build_parser() -> argparse.ArgumentParser:
                                                                        "(default: 0)")
     produce.add_argument("--late-by", type=float, default=120.0, help="how far back a late hit's hittime goes, "
                                                                       "seconds (default: 120)")
+    produce.add_argument("--disorder", type=float, default=0.0, help="move each hittime back by up to this many "
+                                                                     "seconds: out-of-order input (default: 0)")
+    produce.add_argument("--boundary-share", type=float, default=0.0,
+                         help="share of hits moved back onto a window boundary (hh:02, hh:07, ...) at most 150 s "
+                              "behind them (default: 0)")
     produce.add_argument("--malformed-share", type=float, default=0.0, help="share of malformed messages "
                                                                             "(default: 0)")
     produce.add_argument("--partitions", type=int, default=4, help="partitions when the topic is created "

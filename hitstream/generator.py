@@ -56,6 +56,11 @@ class ProduceSpec:
     # Event time covered by the whole run (bounded tests); 0 = the wall clock as hits are produced.
     event_time_span_seconds: float = 0.0
     keep_events: bool = True  # keep every well-formed hit in the report (for window references)
+    # Out-of-order input within a partition: each hittime moved back by up to this many seconds.
+    disorder_seconds: float = 0.0
+    # Share of hits moved back onto the blog's latest window boundary (hh:02, hh:07, ...) when it lies at most
+    # BOUNDARY_REACH_MS behind them: the edge cases of window assignment.
+    boundary_share: float = 0.0
 
 
 @dataclasses.dataclass
@@ -76,6 +81,17 @@ class ProduceReport:
         return {"topic": self.topic, "produced": self.produced, "well_formed": self.well_formed,
                 "malformed": self.malformed, "seconds": round(self.seconds, 3),
                 "zip_counts": dict(sorted(self.zip_counts.items()))}
+
+
+# The blog's window grid: a boundary every 5 minutes, 2 minutes past the hour.
+BOUNDARY_PERIOD_MS, BOUNDARY_OFFSET_MS = 300_000, 120_000
+BOUNDARY_REACH_MS = 150_000
+
+
+def _on_boundary(hittime_ms: int) -> int:
+    """The latest window boundary at or before `hittime_ms`, if it is at most BOUNDARY_REACH_MS back."""
+    boundary = (hittime_ms - BOUNDARY_OFFSET_MS) // BOUNDARY_PERIOD_MS * BOUNDARY_PERIOD_MS + BOUNDARY_OFFSET_MS
+    return boundary if hittime_ms - boundary <= BOUNDARY_REACH_MS else hittime_ms
 
 
 def ensure_topic(bootstrap_servers: str, topic: str, partitions: int) -> None:
@@ -142,6 +158,10 @@ def produce(spec: ProduceSpec, on_progress=None) -> ProduceReport:
                 hittime_ms = int(start_ms + i * step_ms)
             else:
                 hittime_ms = int(time.time() * 1000)
+            if spec.disorder_seconds:
+                hittime_ms -= int(rng.uniform(0, spec.disorder_seconds) * 1000)
+            if spec.boundary_share and rng.random() < spec.boundary_share:
+                hittime_ms = _on_boundary(hittime_ms)
             if rng.random() < spec.late_share:
                 hittime_ms -= int(rng.uniform(0, spec.late_by_seconds) * 1000)
             zipcode = rng.choices(zips, weights)[0]

@@ -20,7 +20,8 @@ How it works. Hooks in the DoFns report into one process-global, thread-safe `RE
   claimed, the partition's cached high watermark (log end), its watermark and the call's wall time;
 * parse: records parsed (every source's input rows), dead letters, and the hittime of each parsed hit;
 * the windowed queries: late records dropped (behind the watermark; a job that runs zip_window_counts in two
-  output modes has two windowed branches, and each counts its drops);
+  output modes has two windowed branches, and each counts its drops), the hits they got and the windows those
+  belong to, and the counts of their final windows (the window accounting);
 * every sink (`SinkWriteFn`): rows written, failed attempts, write time, and the rows themselves, so the dashboard
   can chart the current zip_counts / zip_window_counts whatever sink the job writes them to.
 
@@ -35,7 +36,8 @@ per-trigger callback on the launcher, so a record covers one interval, not one t
     sources [{description, startOffset, endOffset, latestOffset {topic: {partition: offset}}, numInputRows,
     inputRowsPerSecond, processedRowsPerSecond, lag {topic: {partition: n}}, metrics {min/avg/maxOffsetsBehindLatest}}],
     sinks [{description, numOutputRows, errors, totalOutputRows, totalErrors}],
-    lateRows, deadLetterRows (this interval) and totalInputRows, totalLateRows, totalDeadLetterRows.
+    lateRows, deadLetterRows (this interval) and totalInputRows, totalLateRows, totalDeadLetterRows,
+    windowAccounting {hitsIntoWindows, lateHits, hitsInFinalWindows, windowSlots, finalWindowSlots}.
 
 Where it works. The hooks write to this process's memory, so the records are complete when the SDK workers run in
 the launching process: Prism and the DirectRunner (in-process engine), both with LOOPBACK, hitstream's presets.
@@ -154,7 +156,8 @@ class ProgressRegistry:
             self._partitions: Dict[Tuple[str, int], _Partition] = {}
             self._sinks: Dict[str, _Sink] = {}
             self._results: Dict[str, Dict[tuple, tuple]] = {}
-            self._totals = {"input": 0, "late": 0, "dead": 0}
+            self._totals = {"input": 0, "late": 0, "dead": 0, "window_hits": 0, "window_slots": 0,
+                            "final_window_slots": 0}
 
     # hooks ------------------------------------------------------------------------------------------------------
 
@@ -210,6 +213,17 @@ class ProgressRegistry:
         with self._lock:
             self._interval.late_rows += count
             self._totals["late"] += count
+
+    def record_windows(self, hits: int, slots: int) -> None:
+        """A windowed query got `hits` valid hits; the on-time ones belong to `slots` windows in all."""
+        with self._lock:
+            self._totals["window_hits"] += hits
+            self._totals["window_slots"] += slots
+
+    def record_final_windows(self, slots: int) -> None:
+        """Final (on-time) window panes counted `slots` (hit, window) memberships."""
+        with self._lock:
+            self._totals["final_window_slots"] += slots
 
     def record_sink(self, name: str, rows: Any = (), errors: int = 0, seconds: float = 0.0) -> None:
         """A sink wrote `rows` (a list of rows or a complete-mode Snapshot), failed `errors` times, spent `seconds`."""
@@ -277,6 +291,16 @@ def record_parsed(records: int, hits: Iterable[Any]) -> None:
 def record_late(count: int = 1) -> None:
     if REGISTRY.active:
         REGISTRY.record_late(count)
+
+
+def record_windows(hits: int, slots: int) -> None:
+    if REGISTRY.active:
+        REGISTRY.record_windows(hits, slots)
+
+
+def record_final_windows(slots: int) -> None:
+    if REGISTRY.active:
+        REGISTRY.record_final_windows(slots)
 
 
 def record_sink(name: str, rows: Any = (), errors: int = 0, seconds: float = 0.0) -> None:
@@ -356,11 +380,23 @@ def build_progress(snapshot: Dict[str, Any], *, query_id: str, run_id: str, name
         "totalInputRows": snapshot["totals"]["input"],
         "totalLateRows": snapshot["totals"]["late"],
         "totalDeadLetterRows": snapshot["totals"]["dead"],
+        "windowAccounting": _window_accounting(snapshot["totals"]),
         "sources": sources,
         "sinks": [{"description": name_, "numOutputRows": s.rows, "errors": s.errors,
                    "totalOutputRows": s.total_rows, "totalErrors": s.total_errors}
                   for name_, s in sorted(sinks.items())],
     }
+
+
+def _window_accounting(totals: Dict[str, int]) -> Dict[str, Any]:
+    """Where the windowed queries' valid hits went: into their windows, counted late, and in final windows (final
+    pane counts over the windows per hit). With every window closed, hitsInFinalWindows equals hitsIntoWindows;
+    less means hits were lost between the pre-aggregation and the windows' Combine."""
+    into = totals["window_hits"] - totals["late"]
+    slots, final = totals["window_slots"], totals["final_window_slots"]
+    return {"hitsIntoWindows": into, "lateHits": totals["late"],
+            "hitsInFinalWindows": round(final * into / slots, 1) if slots else 0,
+            "windowSlots": slots, "finalWindowSlots": final}
 
 
 # -- the query handle and its listeners ---------------------------------------------------------------------------

@@ -226,7 +226,7 @@ class CountForCheckpointFn(beam.DoFn):
         self._checkpoint = checkpoint
 
     def setup(self) -> None:
-        self._on_time = {q.name: DropLateFn(q.window[0]) for q in self._checkpoint.queries if q.window}
+        self._on_time = {q.name: DropLateFn(q.window) for q in self._checkpoint.queries if q.window}
 
     def process(self, batch: HitBatch) -> None:
         key = (self._checkpoint.directory, batch.topic, batch.partition)

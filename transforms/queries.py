@@ -20,14 +20,17 @@ years 1..9999 that WindowCount's datetime bounds can hold.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import datetime
 import logging
 import operator
+import re
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import apache_beam as beam
-from apache_beam.metrics import Metrics
+from apache_beam.metrics import Metrics, MetricsFilter
 from apache_beam.transforms.window import GlobalWindows, IntervalWindow, SlidingWindows, TimestampedValue, WindowFn
+from apache_beam.utils import windowed_value
 from apache_beam.utils.timestamp import Timestamp
 
 from hitstream import progress
@@ -49,15 +52,20 @@ DEFAULT_WINDOW_OFFSET = 120
 class DropLateFn(beam.DoFn):
     """Hit -> the same Hit unless it was flagged late at the source; late ones only increment `late_records`.
 
-    With `window_size` set, it also drops (and counts in `unwindowable_records`) the rare valid hit whose windows
-    would start before year 1 or end after year 9999: WindowCount bounds are datetimes, and one such hit would
-    otherwise fail every retry of its bundle.
+    With `window` (size, period, offset in seconds) set, it also drops (and counts in `unwindowable_records`) the
+    rare valid hit whose windows would start before year 1 or end after year 9999: WindowCount bounds are
+    datetimes, and one such hit would otherwise fail every retry of its bundle. It keeps the window accounting's
+    inputs (see `WindowAccounting`): every hit it gets in `window_hits_in`, and in `window_slots_in` the windows
+    that the kept ones belong to.
     """
 
-    def __init__(self, window_size: Optional[float] = None) -> None:
+    def __init__(self, window: Optional[Tuple[float, float, float]] = None) -> None:
         self._late_records = Metrics.counter(METRICS_NAMESPACE, "late_records")
         self._unwindowable = Metrics.counter(METRICS_NAMESPACE, "unwindowable_records")
-        margin = datetime.timedelta(seconds=window_size or 0)
+        self._hits_in = Metrics.counter(METRICS_NAMESPACE, WINDOW_HITS_IN)
+        self._slots_in = Metrics.counter(METRICS_NAMESPACE, WINDOW_SLOTS_IN)
+        self._window_us = tuple(int(round(v * 1e6)) for v in window) if window else None
+        margin = datetime.timedelta(seconds=window[0] if window else 0)
         self._earliest = datetime.datetime.min.replace(tzinfo=datetime.timezone.utc) + margin
         self._latest = datetime.datetime.max.replace(tzinfo=datetime.timezone.utc) - margin
 
@@ -79,7 +87,20 @@ class DropLateFn(beam.DoFn):
         if late:
             self._late_records.inc(late)
             progress.record_late(late)
+        if self._window_us is not None and hits:
+            slots = self._slots(kept)
+            self._hits_in.inc(len(hits))
+            self._slots_in.inc(slots)
+            progress.record_windows(len(hits), slots)
         return kept
+
+    def _slots(self, hits: Sequence[Hit]) -> int:
+        """How many windows `hits` belong to: size / period each when the period divides the size."""
+        size, period, offset = self._window_us
+        if size % period == 0:
+            return len(hits) * (size // period)
+        return sum((t - offset) // period - (t - offset - size) // period
+                   for t in (to_micros(hit.hittime) for hit in hits))
 
     def windowable(self, hit: Hit) -> bool:
         return self._earliest <= hit.hittime <= self._latest
@@ -87,6 +108,77 @@ class DropLateFn(beam.DoFn):
     def on_time(self, hit: Hit) -> bool:
         """What process() keeps, without counting: for the aggregation checkpoint's copy of the counts."""
         return not hit.late and self.windowable(hit)
+
+
+# The window accounting's metrics (namespace `hitstream`), per windowed query step.
+WINDOW_HITS_IN = "window_hits_in"  # valid hits that reached the query
+WINDOW_SLOTS_IN = "window_slots_in"  # (hit, window) memberships of the on-time ones
+WINDOW_SLOTS_FINAL = "window_slots_final"  # the sum of the windows' final (on-time pane) counts
+
+
+class CountFinalWindowsFn(beam.DoFn):
+    """(key, total) in a window -> the same; adds the totals of on-time panes, each window's final count, to
+    `window_slots_final`. An accumulating on-time pane carries the window's whole count, and so does the single
+    pane of append mode. Nothing reaches a window after its on-time pane: late hits are dropped before windowing."""
+
+    def __init__(self) -> None:
+        self._final = Metrics.counter(METRICS_NAMESPACE, WINDOW_SLOTS_FINAL)
+
+    def process(self, total: Tuple[Any, int],
+                pane: windowed_value.PaneInfo = beam.DoFn.PaneInfoParam) -> Iterator[Tuple[Any, int]]:
+        if pane.timing == windowed_value.PaneInfoTiming.ON_TIME:
+            self._final.inc(total[1])
+            progress.record_final_windows(total[1])
+        yield total
+
+
+@dataclasses.dataclass(frozen=True)
+class WindowAccounting:
+    """Where every valid hit of a windowed query went, from the job's metrics (summed over windowed query steps):
+    into its windows, counted late, or dropped as unwindowable. `balanced` holds when every windowed step's final
+    windows hold all the (hit, window) memberships that went in: a hit that reached a window's Combine behind the
+    watermark, which the runner drops without a word, makes it False."""
+    hits_in: int
+    late: int
+    unwindowable: int
+    slots_in: int
+    slots_final: int
+    balanced: bool
+
+    @property
+    def hits_into_windows(self) -> int:
+        return self.hits_in - self.late - self.unwindowable
+
+    @property
+    def hits_in_final_windows(self) -> float:
+        """slots_final in hits: divided by the windows per on-time hit."""
+        if not self.slots_in:
+            return 0
+        return round(self.slots_final * self.hits_into_windows / self.slots_in, 1)
+
+
+def _query_step(step: str) -> str:
+    """The top-level step (the query's label, CamelCase) of a metric's step name: Prism names steps by transform
+    id, `ref_AppliedPTransform_<label, '/' as '-'>_<n>`; the other runners by label path."""
+    return re.split(r"[/-]", step.removeprefix("ref_AppliedPTransform_"), maxsplit=1)[0]
+
+
+def window_accounting(metrics) -> WindowAccounting:
+    """The WindowAccounting of a PipelineResult's `metrics()` (committed values where the runner has them)."""
+    names = (WINDOW_HITS_IN, "late_records", "unwindowable_records", WINDOW_SLOTS_IN, WINDOW_SLOTS_FINAL)
+    per_step = collections.defaultdict(lambda: dict.fromkeys(names, 0))
+    for counter in metrics.query(MetricsFilter().with_namespace(METRICS_NAMESPACE))["counters"]:
+        if counter.key.metric.name in names:
+            query_step = _query_step(counter.key.step)
+            value = counter.committed if counter.committed is not None else counter.attempted
+            per_step[query_step][counter.key.metric.name] += value or 0
+    # late_records is also counted by the Kafka read's step (kafka_records_late is its own name); only windowed query
+    # steps have memberships, so the others are left out.
+    steps = [step for step in per_step.values() if step[WINDOW_HITS_IN]]
+    total = {name: sum(step[name] for step in steps) for name in names}
+    return WindowAccounting(total[WINDOW_HITS_IN], total["late_records"], total["unwindowable_records"],
+                            total[WINDOW_SLOTS_IN], total[WINDOW_SLOTS_FINAL],
+                            all(step[WINDOW_SLOTS_IN] == step[WINDOW_SLOTS_FINAL] for step in steps))
 
 
 def _zipcode_one(hit: Hit) -> Tuple[str, int]:
@@ -130,7 +222,7 @@ class PreAggregateFn(beam.DoFn):
     def __init__(self, key_field: str, window: Optional[Tuple[float, float, float]] = None) -> None:
         self._key_field = key_field
         self._window = window
-        self._drop_late = DropLateFn(window[0] if window else None)
+        self._drop_late = DropLateFn(window)
 
     def process(self, batch: HitBatch, timestamp=beam.DoFn.TimestampParam) -> Iterator[Any]:
         if self._window is None:
@@ -199,9 +291,6 @@ class _CountQuery(beam.PTransform):
     def _window_fn(self) -> WindowFn:
         return GlobalWindows()
 
-    def _window_size(self) -> Optional[float]:
-        return None
-
     def window_params(self) -> Optional[Tuple[float, float, float]]:
         return None
 
@@ -215,7 +304,7 @@ class _CountQuery(beam.PTransform):
         else:
             if self.KIND is QueryKind.WINDOWED_AGGREGATION:
                 # Before windowing: a late hit must not reach a window, and must be counted where it is dropped.
-                hits = hits | "DropLate" >> beam.ParDo(DropLateFn(self._window_size())).with_output_types(Hit)
+                hits = hits | "DropLate" >> beam.ParDo(DropLateFn(self.window_params())).with_output_types(Hit)
             key_label, key_step = self._key()
             keyed = hits | key_label >> key_step
             count = beam.combiners.CountCombineFn()
@@ -229,6 +318,8 @@ class _CountQuery(beam.PTransform):
             keyed
             | "Window" >> self._output.aggregation_windowing(self._window_fn())
             | "Count" >> beam.CombinePerKey(count))
+        if self.KIND is QueryKind.WINDOWED_AGGREGATION:
+            totals = totals | "CountFinalWindows" >> beam.ParDo(CountFinalWindowsFn())
         if self._output.filters_unchanged:
             totals = totals | "EmitChanged" >> EmitChanged()
         rows = totals | "ToRows" >> self._to_rows()
@@ -299,9 +390,6 @@ class ZipWindowCounts(_CountQuery):
 
     def _window_fn(self) -> WindowFn:
         return SlidingWindows(self.size, self.period, self.offset)
-
-    def _window_size(self) -> Optional[float]:
-        return self.size
 
     def window_params(self) -> Optional[Tuple[float, float, float]]:
         return self.size, self.period, self.offset

@@ -15,19 +15,10 @@ import runners
 from hitstream.generator import ProduceSpec, produce
 from pipelines.blog import build_pipeline
 from tests.collect import CollectFn, collected
+from tests.reliability.faults import late_flags
 
 DELAY_S = 600
 START_MS = 1795478400000  # 2026-11-23T19:20:00Z
-
-
-def _late_flags(events) -> list:
-    """The lateness rule, in plain Python, per partition in offset order."""
-    flags, max_seen = {}, {}
-    for hittime_ms, _, _, partition, offset in sorted(events, key=lambda e: (e[3], e[4])):
-        highest = max_seen.get(partition)
-        flags[(partition, offset)] = highest is not None and hittime_ms < highest - DELAY_S * 1000
-        max_seen[partition] = hittime_ms if highest is None else max(highest, hittime_ms)
-    return [flags[(e[3], e[4])] for e in events]
 
 
 def test_queries_equal_duckdb_reference(kafka_bootstrap, topic_factory):
@@ -35,7 +26,7 @@ def test_queries_equal_duckdb_reference(kafka_bootstrap, topic_factory):
     report = produce(ProduceSpec(topic=topic, bootstrap_servers=kafka_bootstrap, count=50_000, partitions=4,
                                  zipcodes=20, late_share=0.03, late_by_seconds=1500, malformed_share=0.02,
                                  event_time_start_ms=START_MS, event_time_span_seconds=3 * 3600, seed=11))
-    late = _late_flags(report.events)
+    late = late_flags(report.events, DELAY_S)
     assert 0 < sum(late) < len(late)  # the input really has late hits, and mostly on-time ones
 
     db = duckdb.connect()

@@ -109,6 +109,18 @@ def dead_letter_coordinates(bootstrap: str, topic: str) -> List[Tuple[int, int]]
             (orjson.loads(value) for _, _, _, value in consume_all(bootstrap, topic))]
 
 
+def late_flags(events, delay_s: int) -> list:
+    """The lateness rule in plain Python, per partition in offset order: a hit is late when its hittime is older
+    than its partition's highest hittime so far minus the delay. One flag per (hittime_ms, ..., partition, offset)
+    event, in the given order."""
+    flags, highest = {}, {}
+    for hittime_ms, *_, partition, offset in sorted(events, key=lambda e: (e[-2], e[-1])):
+        top = highest.get(partition)
+        flags[(partition, offset)] = top is not None and hittime_ms < top - delay_s * 1000
+        highest[partition] = hittime_ms if top is None else max(top, hittime_ms)
+    return [flags[(e[-2], e[-1])] for e in events]
+
+
 def window_reference(events) -> Dict[tuple, int]:
     """(window_start, zipcode) -> hits, for 10-minute windows every 5 minutes starting 2 minutes past the hour, from
     (hittime_ms, zipcode, ...) events, computed in DuckDB. window_start is a naive UTC datetime, as MariaDB returns."""

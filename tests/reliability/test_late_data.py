@@ -25,23 +25,13 @@ from pipelines.blog import build_pipeline
 from pipelines.options import HitstreamOptions
 from tests.collect import CollectFn, collected
 from tests.reliability import fuzz
-from tests.reliability.faults import (UTC, count_diff, print_figures, scratch_database, table_rows, wait_until,
-                                      window_reference)
+from tests.reliability.faults import (UTC, count_diff, late_flags, print_figures, scratch_database, table_rows,
+                                      wait_until, window_reference)
 from tests.reliability.scale import scale
 
 pytestmark = pytest.mark.timeout(scale(300, 900))
 
 DELAY_S = 600
-
-
-def late_flags(events, delay_s: int = DELAY_S) -> list:
-    """The lateness rule in plain Python, per partition in offset order; one flag per event, in the given order."""
-    flags, highest = {}, {}
-    for hittime_ms, *_, partition, offset in sorted(events, key=lambda e: (e[-2], e[-1])):
-        top = highest.get(partition)
-        flags[(partition, offset)] = top is not None and hittime_ms < top - delay_s * 1000
-        highest[partition] = hittime_ms if top is None else max(top, hittime_ms)
-    return [flags[(e[-2], e[-1])] for e in events]
 
 
 def _free_port() -> int:
@@ -71,7 +61,7 @@ def test_late_hits_are_counted_shown_on_the_dashboard_and_kept_out_of_the_window
                                  partitions=4, zipcodes=20, late_share=0.05, late_by_seconds=1800,
                                  malformed_share=0.01, event_time_start_ms=start_ms,
                                  event_time_span_seconds=3 * 3600, seed=41))
-    late = late_flags(report.events)
+    late = late_flags(report.events, DELAY_S)
     expected_late = sum(late)
     assert 0 < expected_late < len(late) // 10  # the input has late hits (the generator's late_share is 5%)
     windows_ref = window_reference([e for e, flag in zip(report.events, late) if not flag])

@@ -264,7 +264,7 @@ def test_zip_window_counts_windows_are_configurable():
 
 def test_drop_late_fn_drops_late_and_unwindowable_hits():
     from transforms.queries import DropLateFn
-    fn = DropLateFn(window_size=600)
+    fn = DropLateFn(window=(600, 300, 120))
     on_time = hit("a", "12:00")
     assert list(fn.process(on_time)) == [on_time]
     assert list(fn.process(hit("a", "12:00", late=True))) == []
