@@ -10,7 +10,7 @@ setup(
     description="Real-time ISP-hit counts from Kafka on Apache Beam: the Structured Streaming blog, rebuilt.",
     python_requires=">=3.10",
     packages=find_packages(include=["hitstream*", "pipelines*", "transforms*", "runners*", "stack*"]),
-    package_data={"stack": ["*.xml"], "hitstream": ["dashboard/*"]},
+    package_data={"stack": ["*.xml", "*.patch"], "hitstream": ["dashboard/*"]},
     install_requires=[
         f"apache-beam[gcp]=={BEAM_VERSION}",
         "confluent-kafka==2.16.1",

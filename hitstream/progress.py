@@ -636,6 +636,9 @@ def render_progress(record: Optional[Dict[str, Any]]):
     head.add_row("read", f"{duration['getBatch']} ms", "write", f"{duration['addBatch']} ms")
     head.add_row("watermark", record["eventTime"].get("watermark") or "-",
                  "late / dead", f"{_fmt_int(record['totalLateRows'])} / {_fmt_int(record['totalDeadLetterRows'])}")
+    windows = record["windowAccounting"]
+    head.add_row("into windows", _fmt_int(windows["hitsIntoWindows"]),
+                 "in final windows", _fmt_int(windows["hitsInFinalWindows"]))
     parts = [head]
     for source in record["sources"]:
         lag = Table(title=Text(source["description"]), show_edge=False, pad_edge=False)

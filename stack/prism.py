@@ -1,20 +1,32 @@
-"""The Prism runner binary, built from the Go module proxy.
+"""The Prism runner binary, built from the Go module proxy's source, with hitstream's patch.
 
-Beam's PrismRunner downloads Prism from GitHub releases, which this network cannot reach.
-The same binary builds from source with `go install ...@v<BEAM_VERSION>`; pipelines then
-pass `--prism_location=<ensure_prism()>`.
+Beam's PrismRunner downloads Prism from GitHub releases, which this network cannot reach. The same source comes
+from the Go module proxy (`go mod download github.com/apache/beam/sdks/v2@v<BEAM_VERSION>`); pipelines then pass
+`--prism_location=<ensure_prism()>`.
+
+The patch (`prism-residual-watermarks.patch`) fixes how Prism 2.77 derives a splittable DoFn stage's output
+watermark: it took the estimate of the latest bundle's residuals alone, so with one Kafka partition per
+restriction, the partition furthest ahead in event time set the watermark while the others still had records behind
+it to emit, and the windows' GroupByKey dropped those as late without a word (issue 13). Patched, the stage's output
+follows the least estimate over every restriction still outstanding. The binary's folder is named after the
+version and the patch's hash, so a changed patch builds a new binary.
 """
+import hashlib
+import json
 import logging
 import os
 import shutil
 import subprocess
+import tempfile
+from pathlib import Path
 
 from stack import paths
 from stack.versions import BEAM_VERSION
 
 _LOGGER = logging.getLogger(__name__)
 
-PACKAGE = "github.com/apache/beam/sdks/v2/go/cmd/prism"
+MODULE = "github.com/apache/beam/sdks/v2"
+PATCH = Path(__file__).with_name("prism-residual-watermarks.patch")
 
 
 def _go() -> str:
@@ -25,17 +37,36 @@ def _go() -> str:
 
 
 def prism_path() -> str:
-    return str(paths.tool_dir("prism", BEAM_VERSION) / "prism")
+    patch_hash = hashlib.sha256(PATCH.read_bytes()).hexdigest()[:12]
+    return str(paths.tool_dir("prism", f"{BEAM_VERSION}-{patch_hash}") / "prism")
+
+
+def _run(args: list, what: str, **kwargs) -> str:
+    result = subprocess.run(args, capture_output=True, text=True, **kwargs)
+    if result.returncode != 0:
+        raise RuntimeError(f"{what} failed ({' '.join(args)}):\n{result.stdout}{result.stderr}")
+    return result.stdout
 
 
 def ensure_prism() -> str:
-    """Path of a Prism binary matching the installed Beam SDK, built on first use."""
+    """Path of a patched Prism binary matching the installed Beam SDK, built on first use."""
     binary = prism_path()
     if os.access(binary, os.X_OK):
         return binary
-    _LOGGER.info("building Prism %s with go install (1-2 minutes the first time)", BEAM_VERSION)
-    env = dict(os.environ, GOBIN=os.path.dirname(binary))
-    result = subprocess.run([_go(), "install", f"{PACKAGE}@v{BEAM_VERSION}"], env=env, capture_output=True, text=True)
-    if result.returncode != 0 or not os.access(binary, os.X_OK):
-        raise RuntimeError(f"go install {PACKAGE}@v{BEAM_VERSION} failed:\n{result.stdout}{result.stderr}")
+    _LOGGER.info("building Prism %s from the Go module proxy, with %s (1-2 minutes the first time)",
+                 BEAM_VERSION, PATCH.name)
+    go = _go()
+    source = json.loads(_run([go, "mod", "download", "-json", f"{MODULE}@v{BEAM_VERSION}"],
+                             "downloading Prism's source"))["Dir"]
+    with tempfile.TemporaryDirectory(dir=paths.tool_dir("prism")) as build:
+        # The module cache is read-only; the copy must be writable for the patch (and for its own clean-up).
+        shutil.copytree(os.path.join(source, "go"), os.path.join(build, "go"), copy_function=shutil.copyfile)
+        for name in ("go.mod", "go.sum"):
+            shutil.copyfile(os.path.join(source, name), os.path.join(build, name))
+        for root, dirs, _ in os.walk(build):
+            for name in dirs:
+                os.chmod(os.path.join(root, name), 0o755)
+        _run(["git", "apply", "-p1", str(PATCH)], f"applying {PATCH.name}", cwd=build)
+        env = dict(os.environ, GOWORK="off", GOFLAGS="-mod=mod")
+        _run([go, "build", "-o", binary, "./go/cmd/prism"], "building Prism", cwd=build, env=env)
     return binary

@@ -393,9 +393,10 @@ class KafkaOffsetTracker(OffsetRestrictionTracker):
     """Offset tracking that splits a partition's range only at checkpoints (`defer_remainder`).
 
     A runner may ask to split a running restriction at some fraction of its remainder. For an unbounded range that
-    point would be an offset near 2**62. For a bounded one, on Prism (Beam 2.77) runner-initiated splits made the
-    DuckDB reference test lose whole windows as late data, and it is exact without them: the per-partition
-    watermark and late flags assume one reader per partition, in offset order, which is also what Kafka offers.
+    point would be an offset near 2**62. For a bounded one, the per-partition watermark and late flags assume one
+    reader per partition, in offset order, which is also what Kafka offers. (Runner splits were first refused
+    because on Prism they made whole windows late; the cause was Prism taking a stage's watermark from the last
+    bundle's residuals alone, fixed by the stack's patched Prism, see stack/prism.py.)
     """
 
     def try_split(self, fraction_of_remainder):
@@ -587,9 +588,9 @@ class ReadPartitionsFn(beam.DoFn):
             if not messages and (restriction.stop == UNBOUNDED or
                                  consumer.position([tp])[0].offset >= restriction.stop):
                 break
-            # A bounded read with records still to come keeps polling rather than return with a delayed residual:
-            # with delayed residuals, the DuckDB reference test on Prism (Beam 2.77) now and then lost whole
-            # windows as late data; without them it is exact.
+            # A bounded read with records still to come keeps polling rather than return with a delayed residual.
+            # (Delayed residuals made whole windows late on Prism 2.77 as released, whose stage watermark followed
+            # the last bundle's residuals alone: see stack/prism.py.)
             if next_offset >= consumer.get_watermark_offsets(tp, cached=True)[1] >= 0:
                 break  # caught up: hand this bundle's records on now rather than wait out the deadline
         if config.checkpoint:

@@ -219,6 +219,9 @@ function renderTiles(p) {
     ? `event time ${p.eventTime.min.slice(11, 19)} … ${p.eventTime.max.slice(11, 19)}` : "event time";
   $("tile-late").textContent = p ? fmt(p.totalLateRows) : "–";
   $("tile-dead").textContent = p ? fmt(p.totalDeadLetterRows) : "–";
+  // Once every window has closed, "in final windows" equals "into windows"; less means hits were lost on the way.
+  const w = p && p.windowAccounting;
+  $("tile-windows").textContent = w ? `${fmt(w.hitsIntoWindows)} / ${fmt(w.lateHits)} / ${fmt(w.hitsInFinalWindows)}` : "–";
 }
 
 function renderTimeCharts() {

@@ -195,6 +195,7 @@ def test_dashboard_charts_update_live_and_sql_box_matches_the_reference(kafka_bo
         rates = [p["inputRowsPerSecond"] for p in _get(port, "/progress/recent")[1]["progress"]]
         assert max(rates) > 0
         assert driver.find_element("id", "tile-input").text not in ("", "–")
+        assert driver.find_element("id", "tile-windows").text.count(" / ") == 2  # into / late / in final windows
 
         producer.join(timeout=60)
         report = reports[0]
@@ -338,3 +339,10 @@ def test_num_input_rows_summed_over_a_bounded_run_equals_records_produced(kafka_
                          "processedRowsPerSecond", "durationMs", "eventTime", "sources", "sinks", "lateRows",
                          "deadLetterRows"}
     assert any(r["eventTime"].get("min") for r in records)
+    # Window accounting at the end of a bounded run: every valid hit is in its windows or counted late, and every
+    # window has closed, so the final windows hold all of those that went in.
+    windows = last["windowAccounting"]
+    assert windows["lateHits"] == sum(r["lateRows"] for r in records) > 0
+    assert windows["hitsIntoWindows"] + windows["lateHits"] == report.produced - report.malformed
+    assert windows["hitsInFinalWindows"] == windows["hitsIntoWindows"]
+    assert windows["finalWindowSlots"] == windows["windowSlots"] == 2 * windows["hitsIntoWindows"]

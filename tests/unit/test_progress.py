@@ -110,6 +110,14 @@ def test_parsed_rows_give_event_time_stats_and_dead_letters(registry):
     assert (later["totalInputRows"], later["totalDeadLetterRows"], later["totalLateRows"]) == (8, 4, 2)
 
 
+def test_window_accounting_shows_hits_into_windows_late_and_in_final_windows(registry):
+    registry.record_windows(10, 16)  # 10 hits, of which the 8 on time belong to 2 windows each
+    registry.record_late(2)
+    registry.record_final_windows(12)  # the windows closed so far hold 6 of them
+    assert _progress(registry)["windowAccounting"] == {
+        "hitsIntoWindows": 8, "lateHits": 2, "hitsInFinalWindows": 6.0, "windowSlots": 16, "finalWindowSlots": 12}
+
+
 def test_sinks_count_rows_errors_and_keep_the_current_results(registry):
     registry.record_sink("kafka.zip_counts", [ZipCount("94107", 2), ZipCount("94016", 1)], seconds=0.03)
     registry.record_sink("kafka.zip_counts", [ZipCount("94107", 5)])
