@@ -33,7 +33,7 @@ from transforms.checkpoint import AggregateCheckpoint, CountForCheckpointFn, Que
 from transforms.kafka_source import KafkaSourceConfig, ReadFromKafka
 from transforms.output_modes import OutputConfig, OutputMode
 from transforms.parse import ParseHits
-from transforms.queries import IspCounts, ZipCounts, ZipWindowCounts
+from transforms.queries import IspCounts, ZipCounts, ZipWindowCounts, window_accounting
 from transforms.sinks import dead_letter_sinks, sink_for
 
 _LOGGER = logging.getLogger(__name__)
@@ -204,11 +204,24 @@ def run(argv=None) -> int:
         query.bind(result)
         if not settings.streaming:
             state = result.wait_until_finish()
-            return 0 if state == PipelineState.DONE else 1
+            return 0 if state == PipelineState.DONE and _windows_balance(result) else 1
         return _wait_streaming(result, hs.run_seconds)
     finally:
         query.close()  # a last record, then the hooks turn off
         server.stop_all()  # the dashboard and SQL box, with their requests in flight, before the interpreter exits
+
+
+def _windows_balance(result) -> bool:
+    """At the end of a bounded run every window has closed, so the windowed queries' final windows must hold every
+    hit that went into them (transforms.queries.WindowAccounting). If not, the runner dropped hits without a word:
+    say so and fail the run rather than leave short windows in the sinks unnoticed."""
+    accounting = window_accounting(result.metrics())
+    if not accounting.balanced:
+        _LOGGER.error("zip_window_counts: the final windows hold %s (hit, window) memberships of the %s that went in: "
+                      "the runner dropped hits behind the watermark (%s)", f"{accounting.slots_final:,}",
+                      f"{accounting.slots_in:,}", accounting)
+        print(f"hitstream run: windows lost hits: {accounting}", file=sys.stderr)
+    return accounting.balanced
 
 
 def _wait_streaming(result, run_seconds: float) -> int:

@@ -96,11 +96,10 @@ class DropLateFn(beam.DoFn):
 
     def _slots(self, hits: Sequence[Hit]) -> int:
         """How many windows `hits` belong to: size / period each when the period divides the size."""
-        size, period, offset = self._window_us
+        size, period, _ = self._window_us
         if size % period == 0:
             return len(hits) * (size // period)
-        return sum((t - offset) // period - (t - offset - size) // period
-                   for t in (to_micros(hit.hittime) for hit in hits))
+        return sum(window_slots(1, to_micros(hit.hittime), self._window_us) for hit in hits)
 
     def windowable(self, hit: Hit) -> bool:
         return self._earliest <= hit.hittime <= self._latest
@@ -108,6 +107,13 @@ class DropLateFn(beam.DoFn):
     def on_time(self, hit: Hit) -> bool:
         """What process() keeps, without counting: for the aggregation checkpoint's copy of the counts."""
         return not hit.late and self.windowable(hit)
+
+
+def window_slots(hits: int, micros: int, window_us: Tuple[int, int, int]) -> int:
+    """(hit, window) memberships of `hits` hits at event time `micros`, for sliding windows (size, period, offset) in
+    microseconds."""
+    size, period, offset = window_us
+    return hits * ((micros - offset) // period - (micros - offset - size) // period)
 
 
 # The window accounting's metrics (namespace `hitstream`), per windowed query step.
@@ -257,10 +263,25 @@ def bucket_counts(hits: Iterable[Hit], key_field: str, window: Tuple[float, floa
     return groups
 
 
-def _stamped_partial(partial: tuple) -> Any:
-    """(key, count, earliest micros or None) -> (key, count), timestamped in its slide bucket when windowed."""
-    key, n, earliest = partial
-    return (key, n) if earliest is None else TimestampedValue((key, n), Timestamp(micros=earliest))
+class StampSeedFn(beam.DoFn):
+    """(key, count, earliest micros or None), a partial saved by the checkpoint -> (key, count), timestamped in its
+    slide bucket when windowed. A windowed partial's hits go into their windows as the pre-aggregation's do, so they
+    count in `window_slots_in` (restored hits reach no DropLateFn)."""
+
+    def __init__(self, window: Optional[Tuple[float, float, float]]) -> None:
+        self._window_us = tuple(int(round(v * 1e6)) for v in window) if window else None
+        self._slots_in = Metrics.counter(METRICS_NAMESPACE, WINDOW_SLOTS_IN)
+
+    def process(self, partial: tuple) -> Iterator[Any]:
+        key, n, earliest = partial
+        if earliest is None:
+            yield key, n
+            return
+        if self._window_us is not None:
+            slots = window_slots(n, earliest, self._window_us)
+            self._slots_in.inc(slots)
+            progress.record_windows(0, slots)
+        yield TimestampedValue((key, n), Timestamp(micros=earliest))
 
 
 class _CountQuery(beam.PTransform):
@@ -312,7 +333,7 @@ class _CountQuery(beam.PTransform):
             if not self._batched:
                 raise ValueError(f"{self.QUERY}: a checkpoint seed needs the batched fast path")
             seed = (hits.pipeline | "Seed" >> beam.Create(self._seed)
-                    | "StampSeed" >> beam.Map(_stamped_partial))
+                    | "StampSeed" >> beam.ParDo(StampSeedFn(self.window_params())))
             keyed = (keyed, seed) | "WithSeed" >> beam.Flatten()
         totals = (
             keyed

@@ -10,6 +10,9 @@ slow restriction's residual holds the watermark at its own progress.
 Prism 2.77 as released took the stage's watermark from the latest bundle's residuals alone, so fast's estimate
 became the stage's watermark and the GroupByKey dropped slow's records as late, silently: this test lost about
 half of slow's windows there. hitstream's stack builds Prism with the fix (stack/prism-residual-watermarks.patch).
+
+And the window accounting that makes such a loss visible: a source that reports a watermark ahead of its own records
+makes the GroupByKey drop hits that were never flagged late, and `window_accounting` no longer balances.
 """
 from __future__ import annotations
 
@@ -27,6 +30,10 @@ from apache_beam.utils.timestamp import Timestamp
 
 import runners
 from tests.collect import CollectFn, collected
+from tests.unit.test_queries import at, hit, wc
+from transforms.output_modes import OutputConfig
+from transforms.parse import to_micros
+from transforms.queries import ZipWindowCounts, window_accounting
 
 STEPS = 24
 STEP_SECONDS = 600
@@ -78,3 +85,41 @@ def test_each_restriction_holds_the_stage_watermark(runner):
         per_restriction[walker] = per_restriction.get(walker, 0) + count
     # Every step of both walks reached its window: none was dropped as late.
     assert per_restriction == {"fast": STEPS, "slow": STEPS}, per_restriction
+
+
+class AheadOfItsRecordsFn(beam.DoFn):
+    """A broken source: hits at 12:03 and 12:04, a watermark of 12:30, then a hit at 12:05 it never flags late."""
+    CALLS = ((("12:03", "12:04"), "12:30"), (("12:05",), None))
+
+    @beam.DoFn.unbounded_per_element()
+    def process(self, _, tracker=beam.DoFn.RestrictionParam(_Steps()),
+                watermark=beam.DoFn.WatermarkEstimatorParam(ManualWatermarkEstimator.default_provider())):
+        step = tracker.current_restriction().start
+        if step >= len(self.CALLS) or not tracker.try_claim(step):
+            return
+        clocks, reported = self.CALLS[step]
+        for clock in clocks:
+            yield TimestampedValue(hit("a", clock), Timestamp(micros=to_micros(at(clock))))
+        if reported:
+            watermark.set_watermark(Timestamp(micros=to_micros(at(reported))))
+            tracker.defer_remainder()
+        else:
+            tracker.try_claim(STEPS - 1)
+
+
+@pytest.mark.timeout(180)
+def test_window_accounting_shows_hits_the_runner_dropped_behind_the_watermark():
+    name = uuid.uuid4().hex
+    options = PipelineOptions(runners.pipeline_args("prism", streaming=False))
+    p = beam.Pipeline(options=options)
+    (p | beam.Create(["source"])
+     | "Read" >> beam.ParDo(AheadOfItsRecordsFn())
+     | ZipWindowCounts(output=OutputConfig("append", "available-now", watermark_delay=600))
+     | beam.ParDo(CollectFn(name)))
+    result = p.run()
+    result.wait_until_finish()
+    # The 12:05 hit belonged to both windows; the runner dropped it from both, with no late count.
+    assert sorted(row for _, row in collected(name)) == [wc("11:57", "12:07", "a", 2), wc("12:02", "12:12", "a", 2)]
+    accounting = window_accounting(result.metrics())
+    assert (accounting.hits_in, accounting.late, accounting.slots_in, accounting.slots_final) == (3, 0, 6, 4)
+    assert not accounting.balanced and accounting.hits_in_final_windows < accounting.hits_into_windows

@@ -380,3 +380,22 @@ def test_pre_aggregated_fast_path_counts_equal_per_hit_counts():
         assert_that(batches | ZipWindowCounts(output=output, batched=True), equal_to(expected))
         assert_that(batches | "Zip" >> ZipCounts(OutputConfig("update", "available-now"), batched=True),
                     equal_to([ZipCount("94107", 4), ZipCount("10001", 2)]), label="ZipTotals")
+
+
+
+def test_window_accounting_balances_when_every_hit_reaches_its_windows():
+    from transforms.queries import window_accounting
+    # Windows [11:57, 12:07) and [12:02, 12:12) hold the hits at 12:03 and 12:04 (2 hits x 2 windows = 4
+    # memberships); the late hit is counted as late. (A hit the runner drops: tests/integration/test_runner_watermark.)
+    stream = (TestStream()
+              .advance_watermark_to(ts("12:00"))
+              .add_elements(stamped(hit("a", "12:03"), hit("a", "12:04"), hit("a", "11:40", late=True)))
+              .advance_watermark_to_infinity())
+    p = streaming_pipeline()
+    counts = p | stream | ZipWindowCounts(output=OutputConfig("append", "available-now", watermark_delay=600))
+    assert_that(counts, equal_to([wc("11:57", "12:07", "a", 2), wc("12:02", "12:12", "a", 2)]))
+    result = p.run()
+    result.wait_until_finish()
+    accounting = window_accounting(result.metrics())
+    assert (accounting.hits_in, accounting.late, accounting.slots_in, accounting.slots_final) == (3, 1, 4, 4)
+    assert accounting.balanced and accounting.hits_into_windows == accounting.hits_in_final_windows == 2
