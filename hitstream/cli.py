@@ -6,7 +6,6 @@ import json
 import logging
 import sys
 import threading
-import time
 import uuid
 
 _LOGGER = logging.getLogger(__name__)

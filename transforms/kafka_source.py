@@ -37,7 +37,7 @@ from apache_beam.transforms.core import RestrictionProvider, WatermarkEstimatorP
 from apache_beam.utils.timestamp import MIN_TIMESTAMP, Duration, Timestamp
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
-from hitstream import progress
+from transforms import telemetry
 from transforms.batch_coder import BatchCoder  # noqa: F401 (registers the coder of the batch types)
 from transforms.parse import ParsedBatch, parse_fields, parse_record, to_micros
 from transforms.rows import CREATE_TIME, LOG_APPEND_TIME, Hit, KafkaBatch, KafkaRecord, new_row
@@ -608,7 +608,7 @@ class ReadPartitionsFn(beam.DoFn):
         self._give_back(spec)
         if high >= 0:
             _HIGH_WATERMARKS[(spec.topic, spec.partition)] = high
-        progress.record_read(spec.topic, spec.partition, restriction.start, next_offset, claimed, high,
+        telemetry.record_read(spec.topic, spec.partition, restriction.start, next_offset, claimed, high,
                              watermark.get_estimator_state(), self._delay_micros, time.monotonic() - started)
         if past_stop:
             return

@@ -90,7 +90,7 @@ import re
 from typing import Any, Dict, Hashable, Iterator, Optional, Tuple, Union
 
 import apache_beam as beam
-from apache_beam.coders import PickleCoder, TupleCoder, VarIntCoder
+from apache_beam.coders import PickleCoder, VarIntCoder
 from apache_beam.portability.api import beam_runner_api_pb2
 from apache_beam.transforms import trigger as beam_trigger
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec

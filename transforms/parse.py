@@ -30,7 +30,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
-from hitstream import progress
+from transforms import telemetry
 from transforms.rows import DeadLetter, Hit, HitBatch, KafkaBatch, KafkaRecord, new_row
 
 _LOGGER = logging.getLogger(__name__)
@@ -207,7 +207,7 @@ class ParseHitFn(beam.DoFn):
 
     def process(self, record: KafkaRecord) -> Iterator[Union[TimestampedValue, pvalue.TaggedOutput]]:
         parsed = parse_record(record)
-        progress.record_parsed(1, (parsed,) if isinstance(parsed, Hit) else ())
+        telemetry.record_parsed(1, (parsed,) if isinstance(parsed, Hit) else ())
         if isinstance(parsed, Hit):
             yield TimestampedValue(parsed, Timestamp(micros=to_micros(parsed.hittime)))
         else:
@@ -239,7 +239,7 @@ class ParseHitBatchFn(beam.DoFn):
             else:
                 self._dead_letters.inc()
                 yield pvalue.TaggedOutput(DEAD_LETTER_TAG, parsed)
-        progress.record_parsed(len(results), hits)
+        telemetry.record_parsed(len(results), hits)
         last = results[-1]  # a Hit or a DeadLetter: both carry the record's coordinates
         # Emitted even when empty: the batch's offsets still count as read for the aggregation checkpoint.
         yield HitBatch(tuple(hits), last.topic, last.partition, last.offset + 1)

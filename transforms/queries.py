@@ -33,7 +33,7 @@ from apache_beam.transforms.window import GlobalWindows, IntervalWindow, Sliding
 from apache_beam.utils import windowed_value
 from apache_beam.utils.timestamp import Timestamp
 
-from hitstream import progress
+from transforms import telemetry
 from transforms.output_modes import (
     CompleteTable, EmitChanged, OutputConfig, OutputMode, QueryKind, parse_duration)
 from transforms.parse import to_micros
@@ -86,12 +86,12 @@ class DropLateFn(beam.DoFn):
                 self._unwindowable.inc()
         if late:
             self._late_records.inc(late)
-            progress.record_late(late)
+            telemetry.record_late(late)
         if self._window_us is not None and hits:
             slots = self._slots(kept)
             self._hits_in.inc(len(hits))
             self._slots_in.inc(slots)
-            progress.record_windows(len(hits), slots)
+            telemetry.record_windows(len(hits), slots)
         return kept
 
     def _slots(self, hits: Sequence[Hit]) -> int:
@@ -134,7 +134,7 @@ class CountFinalWindowsFn(beam.DoFn):
                 pane: windowed_value.PaneInfo = beam.DoFn.PaneInfoParam) -> Iterator[Tuple[Any, int]]:
         if pane.timing == windowed_value.PaneInfoTiming.ON_TIME:
             self._final.inc(total[1])
-            progress.record_final_windows(total[1])
+            telemetry.record_final_windows(total[1])
         yield total
 
 
@@ -280,7 +280,7 @@ class StampSeedFn(beam.DoFn):
         if self._window_us is not None:
             slots = window_slots(n, earliest, self._window_us)
             self._slots_in.inc(slots)
-            progress.record_windows(0, slots)
+            telemetry.record_windows(0, slots)
         yield TimestampedValue((key, n), Timestamp(micros=earliest))
 
 

@@ -31,6 +31,7 @@ import pytest
 
 from hitstream import dashboard, progress, server
 from hitstream.generator import ProduceSpec, produce
+from transforms import telemetry
 from transforms.rows import ZipCount
 from transforms.sinks.memory import STORE
 
@@ -244,7 +245,7 @@ def sql_server():
     port = _free_port()
     table = f"zip_counts_dash_{port}"
     STORE.replace(table, [ZipCount("94107", 3), ZipCount("94016", 5)])
-    query = progress.StreamingQuery(name="sql-test", registry=progress.ProgressRegistry())
+    query = progress.StreamingQuery(name="sql-test", registry=telemetry.ProgressRegistry())
     dashboard.serve(query, port)
     yield port, table
     server.stop(port)

@@ -11,6 +11,7 @@ import pytest
 from rich.console import Console
 
 from hitstream import dashboard, progress
+from transforms import telemetry
 from transforms.rows import Hit, Snapshot, WindowCount, ZipCount
 
 UTC = datetime.timezone.utc
@@ -33,28 +34,28 @@ def _window(start_minute: int, zipcode: str, count: int) -> WindowCount:
     return WindowCount(start, start + datetime.timedelta(minutes=10), zipcode, count)
 
 
-def _progress(registry: progress.ProgressRegistry, batch_id: int = 0, elapsed: float = 2.0) -> dict:
+def _progress(registry: telemetry.ProgressRegistry, batch_id: int = 0, elapsed: float = 2.0) -> dict:
     return progress.build_progress(registry.drain(), query_id="q", run_id="r", name="test", batch_id=batch_id,
                                    elapsed=elapsed)
 
 
 @pytest.fixture()
 def registry():
-    reg = progress.ProgressRegistry()
+    reg = telemetry.ProgressRegistry()
     reg.active = True
     return reg
 
 
 def test_hooks_do_nothing_while_no_query_is_active():
-    assert not progress.REGISTRY.active
-    progress.REGISTRY.drain()
-    before = progress.REGISTRY.drain(), progress.REGISTRY.results()
-    progress.record_read("hits-never-read", 0, 0, 10, 10, 10, NO_WATERMARK, 0, 0.1)
-    progress.record_parsed(10, [_hit(1)])
-    progress.record_late(3)
-    progress.record_sink("memory.zip_counts", [ZipCount("94107", 1)])
-    after = progress.REGISTRY.drain(), progress.REGISTRY.results()
-    assert after == before and after[0]["interval"] == progress._Interval()
+    assert not telemetry.REGISTRY.active
+    telemetry.REGISTRY.drain()
+    before = telemetry.REGISTRY.drain(), telemetry.REGISTRY.results()
+    telemetry.record_read("hits-never-read", 0, 0, 10, 10, 10, NO_WATERMARK, 0, 0.1)
+    telemetry.record_parsed(10, [_hit(1)])
+    telemetry.record_late(3)
+    telemetry.record_sink("memory.zip_counts", [ZipCount("94107", 1)])
+    after = telemetry.REGISTRY.drain(), telemetry.REGISTRY.results()
+    assert after == before and after[0]["interval"] == telemetry.IntervalCounts()
 
 
 def test_offsets_lag_and_rates_per_interval(registry):
@@ -157,7 +158,7 @@ def test_results_json_keeps_the_newest_windows():
 
 
 def test_query_publishes_every_interval_and_tells_its_listeners():
-    registry = progress.ProgressRegistry()
+    registry = telemetry.ProgressRegistry()
     query = progress.StreamingQuery(name="q1", interval=0.05, registry=registry)
     seen, events = [], []
 
@@ -195,7 +196,7 @@ def test_query_publishes_every_interval_and_tells_its_listeners():
 
 
 def test_recent_progress_keeps_the_last_100_and_a_broken_listener_is_skipped():
-    registry = progress.ProgressRegistry()
+    registry = telemetry.ProgressRegistry()
     query = progress.StreamingQuery(interval=60, registry=registry)
     calls = []
 
@@ -235,7 +236,7 @@ def test_stop_cancels_a_running_job_and_leaves_a_finished_one():
             self.cancelled = True
 
     for state, cancelled in (("RUNNING", True), ("DONE", False), ("CANCELLED", False)):
-        query = progress.StreamingQuery(interval=60, registry=progress.ProgressRegistry()).start()
+        query = progress.StreamingQuery(interval=60, registry=telemetry.ProgressRegistry()).start()
         result = Result(state)
         query.bind(result)
         assert query.status["jobState"] == state
@@ -244,7 +245,7 @@ def test_stop_cancels_a_running_job_and_leaves_a_finished_one():
 
 
 def test_dashboard_json_routes():
-    query = progress.StreamingQuery(name="routes", interval=60, registry=progress.ProgressRegistry())
+    query = progress.StreamingQuery(name="routes", interval=60, registry=telemetry.ProgressRegistry())
     for _ in range(3):
         query.publish()
     dashboard._QUERY["current"] = query
@@ -293,7 +294,7 @@ def test_terminal_panel_shows_rates_lag_watermark_and_sinks(registry):
 
     stream = io.StringIO()
     panel = progress.TerminalProgress(stream=stream)
-    query = progress.StreamingQuery(name="blog[term]", interval=60, registry=progress.ProgressRegistry())
+    query = progress.StreamingQuery(name="blog[term]", interval=60, registry=telemetry.ProgressRegistry())
     query.add_listener(panel)
     query.start()
     query.close()

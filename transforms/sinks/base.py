@@ -37,7 +37,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.transforms.trigger import AccumulationMode, AfterCount, Repeatedly
 from apache_beam.transforms.window import GlobalWindows
 
-from hitstream import progress
+from transforms import telemetry
 from transforms.rows import HitBatch, Snapshot
 
 _LOGGER = logging.getLogger(__name__)
@@ -207,7 +207,7 @@ class SinkWriteFn(beam.DoFn):
             self._flush()  # keep arrival order between rows and snapshots
             self._call(lambda: self._writer.write_snapshot(element), "write_snapshot")
             self._rows_written.inc(len(element.rows))
-            progress.record_sink(self._name, element)
+            telemetry.record_sink(self._name, element)
             return iter(())
         pending = self._pending
         # A HitBatch brings the rows of a whole Kafka poll as one element (the fast path's `hits`).
@@ -237,12 +237,12 @@ class SinkWriteFn(beam.DoFn):
         self._next_batch_id += 1
         self._pending = {}
         self._rows_written.inc(len(rows))
-        progress.record_sink(self._name, rows)
+        telemetry.record_sink(self._name, rows)
 
     def _call(self, fn: Callable[[], object], what: str) -> None:
         def on_error(attempt: int, error: BaseException, will_retry: bool) -> None:
             self._write_errors.inc()
-            progress.record_sink(self._name, errors=1)
+            telemetry.record_sink(self._name, errors=1)
             # The first line only: a SQL error's full text repeats the statement and its parameters.
             reason = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
             if will_retry:
@@ -256,7 +256,7 @@ class SinkWriteFn(beam.DoFn):
 
         started = time.monotonic()
         call_with_retry(fn, policy=self._retry, is_transient=self._writer.is_transient, on_error=on_error)
-        progress.record_sink(self._name, seconds=time.monotonic() - started)
+        telemetry.record_sink(self._name, seconds=time.monotonic() - started)
 
 
 class Sink(beam.PTransform):
