@@ -50,8 +50,9 @@ def _cmd_produce(args) -> int:
 
 
 def _cmd_run(args, rest) -> int:
+    from hitstream.job import observe_job
     from pipelines import blog
-    return blog.run(rest)
+    return blog.run(rest, observe=observe_job)
 
 
 def _cmd_sql(args) -> int:
@@ -66,6 +67,7 @@ def _cmd_demo(args, rest) -> int:
     http://127.0.0.1:<--dashboard-port, default 4040>/, until Ctrl-C or --seconds."""
     import stack
     from hitstream.generator import ProduceSpec, ensure_topic, produce
+    from hitstream.job import observe_job
     from pipelines import blog
     stack.up()
     topic = args.topic or f"hits-demo-{uuid.uuid4().hex[:6]}"
@@ -79,7 +81,7 @@ def _cmd_demo(args, rest) -> int:
     producer.start()
     argv = [f"--topic={topic}", f"--bootstrap-servers={args.bootstrap_servers}", "--trigger=processing-time=3s",
             "--starting-offsets=earliest", f"--run-seconds={args.seconds + 10:g}", "--dashboard", *rest]
-    return blog.run(argv)
+    return blog.run(argv, observe=observe_job)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -3,7 +3,7 @@
 Spark users read `query.status`, `query.lastProgress`, `query.recentProgress` and register a
 `StreamingQueryListener`. hitstream gives the same for a Beam job:
 
-    query = progress.start_query(name="blog:hits", interval=1.0)   # pipelines/blog.py does this in run()
+    query = progress.start_query(name="blog:hits", interval=1.0)   # hitstream/job.py does this for `hitstream run`
     result = pipeline.run(); query.bind(result)
     query.last_progress     # dict, the newest progress record (None before the first)
     query.recent_progress   # list of the last 100 records, oldest first
@@ -64,7 +64,7 @@ import time
 import uuid
 from typing import Any, Deque, Dict, List, Optional, Tuple
 
-from transforms.telemetry import REGISTRY, ProgressRegistry, IntervalCounts, PartitionState, SinkCounts
+from transforms.telemetry import REGISTRY, IntervalCounts, PartitionState, ProgressRegistry, SinkCounts
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -375,8 +375,12 @@ def start_query(name: str = "hitstream", interval: float = DEFAULT_INTERVAL, che
                 ) -> StreamingQuery:
     """Start reporting progress for the job about to run in this process. With a checkpoint dir the query id is
     stable across restarts (Spark keeps it in the checkpoint); runId is new each start."""
-    query_id = str(uuid.uuid5(uuid.NAMESPACE_URL, os.path.abspath(checkpoint_dir))) if checkpoint_dir else None
-    return StreamingQuery(name=name, interval=interval, query_id=query_id).start()
+    return StreamingQuery(name=name, interval=interval, query_id=query_id_for(checkpoint_dir)).start()
+
+
+def query_id_for(checkpoint_dir: Optional[str]) -> Optional[str]:
+    """A query id stable across restarts on one checkpoint dir; None (a new id) without one."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, os.path.abspath(checkpoint_dir))) if checkpoint_dir else None
 
 
 # -- terminal progress --------------------------------------------------------------------------------------------
@@ -468,25 +472,3 @@ class TerminalProgress:
             self._live.update(render_progress(query.last_progress))
             self._live.stop()
             self._started = False
-
-
-# -- the pipeline's entry point -----------------------------------------------------------------------------------
-
-
-def start_for_job(options, runner: str = "prism") -> StreamingQuery:
-    """What `hitstream run` starts before submitting: the progress publisher, the dashboard with --dashboard, and
-    the terminal panel when stderr is a terminal. `options` is the HitstreamOptions view."""
-    topic = options.subscribe_pattern or options.assign or options.topic
-    name = f"blog[{topic}]" if options.source == "kafka" else f"blog[{options.source}]"
-    query = StreamingQuery(name=name, interval=DEFAULT_INTERVAL,
-                           query_id=(str(uuid.uuid5(uuid.NAMESPACE_URL, os.path.abspath(options.checkpoint_dir)))
-                                     if options.checkpoint_dir else None))
-    if options.dashboard:
-        if runner not in ("prism", "direct"):
-            _LOGGER.warning("dashboard: the %s runner's workers may not run in this process; the dashboard shows "
-                            "only what they report here (see hitstream/progress.py)", runner)
-        from hitstream import dashboard
-        dashboard.serve(query, options.dashboard_port, options.dashboard_host)
-    if terminal_wanted():
-        query.add_listener(TerminalProgress())
-    return query.start()

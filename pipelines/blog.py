@@ -19,22 +19,21 @@ import os
 import signal
 import sys
 import time
-from typing import Dict, Optional, Sequence
+from typing import Any, Callable, Dict, Optional, Sequence
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.runner import PipelineState
 
 import runners
-from hitstream import progress, server
 from pipelines.options import (QUERIES, HitstreamOptions, Settings, check_database, check_reachable, check_writable,
                               first_bootstrap)
+from pipelines.sinks import SinkSettings, check_sink_choices, dead_letter_sinks, sink_for
 from transforms.checkpoint import AggregateCheckpoint, CountForCheckpointFn, QuerySpec
 from transforms.kafka_source import KafkaSourceConfig, ReadFromKafka
 from transforms.output_modes import OutputConfig, OutputMode
 from transforms.parse import ParseHits
 from transforms.queries import IspCounts, ZipCounts, ZipWindowCounts, window_accounting
-from transforms.sinks import dead_letter_sinks, sink_for
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -79,8 +78,13 @@ def _reader(hs: HitstreamOptions, settings: Settings, checkpoint: Optional[Aggre
         return ReadFromDirectory(hs.source_path or "", bounded=not settings.streaming, event_time=event_time)
     config = kafka_source_config(hs, settings, checkpoint)
     if hs.kafka_io == "java":
+        from runners.jars import java_jar
         from transforms.kafka_java import ReadFromKafkaJava
-        return ReadFromKafkaJava(config)
+        try:
+            jar = java_jar("io-expansion-service")  # fail at graph construction, before anything starts
+        except runners.RunnerUnavailable as error:
+            raise RuntimeError(f"--kafka-io=java: {error}. Use the default --kafka-io=native.") from None
+        return ReadFromKafkaJava(config, jar)
     return ReadFromKafka(config)
 
 
@@ -106,11 +110,6 @@ def _aggregate_checkpoint(hs: HitstreamOptions, settings: Settings) -> Optional[
     return AggregateCheckpoint(os.path.abspath(hs.checkpoint_dir), tuple(specs))
 
 
-def _sink(kind: str, query: str, options: HitstreamOptions) -> beam.PTransform:
-    """The sink for one --sink choice: console, memory, parquet, jdbc, kafka or foreach (transforms/sinks)."""
-    return sink_for(kind, query, options)
-
-
 def build_pipeline(p: beam.Pipeline, options: PipelineOptions, records: Optional[beam.PCollection] = None
                    ) -> Dict[str, beam.PCollection]:
     """Wire the blog's graph onto `p`; returns every query's PCollection by name ("hits", "dead_letter",
@@ -118,6 +117,8 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions, records: Optional
     Reading Kafka natively, "hits" holds HitBatch elements (the fast path); otherwise Hit elements."""
     hs = options.view_as(HitstreamOptions)
     settings = Settings.from_options(hs)
+    check_sink_choices(settings.sinks, options)
+    sink_settings = SinkSettings.from_options(hs)
     # The fast path carries one element per Kafka poll (KafkaBatch, then HitBatch) instead of one per record.
     batched = records is None and hs.source == "kafka" and hs.kafka_io == "native"
     checkpoint = _aggregate_checkpoint(hs, settings) if batched and hs.checkpoint_dir else None
@@ -129,7 +130,7 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions, records: Optional
     # On the fast path "hits" holds HitBatch elements: every sink takes a batch's hits as its rows (SinkWriteFn), so
     # no step pays Beam's per-element cost once per hit.
     outputs = {"dead_letter": parsed.dead_letter, "hits": parsed.good}
-    for label, sink in dead_letter_sinks(hs):
+    for label, sink in dead_letter_sinks(sink_settings):
         parsed.dead_letter | label >> sink
     for choice in settings.sinks:
         name = choice.query if QUERIES[choice.query].value == "projection" else f"{choice.query}:{choice.mode.value}"
@@ -138,7 +139,7 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions, records: Optional
             seed = checkpoint.seed(choice.query) if checkpoint else ()
             outputs[name] = parsed.good | label >> _query(choice.query, choice.mode, settings, batched, seed)
         sink_label = f"Write{choice.sink.title()}{name.replace(':', '_').title().replace('_', '')}"
-        outputs[name] | sink_label >> _sink(choice.sink, choice.query, hs)
+        outputs[name] | sink_label >> sink_for(choice, sink_settings)
     return outputs
 
 
@@ -174,7 +175,22 @@ def preflight(hs: HitstreamOptions, settings: Settings) -> None:
             check_writable(path, what)
 
 
-def run(argv=None) -> int:
+class _Unobserved:
+    """The observer of a job nobody watches: `run` without one (`python -m pipelines.blog`)."""
+
+    def bind(self, result) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def run(argv=None, observe: Optional[Callable[[HitstreamOptions, str], Any]] = None) -> int:
+    """Build and run the blog's pipeline from `hitstream run`'s arguments; the exit code.
+
+    `observe(options, runner)` is called before the job is submitted and returns what watches it: its
+    `bind(result)` gets the running job, its `close()` comes when run returns. `hitstream run` passes
+    `hitstream.progress.observe_job` (progress records, the dashboard, the SQL server over memory tables)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--help" in argv or "-h" in argv:
         import argparse
@@ -198,7 +214,7 @@ def run(argv=None) -> int:
     except (ValueError, RuntimeError) as error:  # bad options, a missing runner or jar: say what to change
         print(f"hitstream run: {error}", file=sys.stderr)
         return 2
-    query = progress.start_for_job(hs, runner)  # progress records, --dashboard, the terminal panel on a TTY
+    query = (observe or (lambda *_: _Unobserved()))(hs, runner)
     try:
         result = pipeline.run()
         query.bind(result)
@@ -207,8 +223,7 @@ def run(argv=None) -> int:
             return 0 if state == PipelineState.DONE and _windows_balance(result) else 1
         return _wait_streaming(result, hs.run_seconds)
     finally:
-        query.close()  # a last record, then the hooks turn off
-        server.stop_all()  # the dashboard and SQL box, with their requests in flight, before the interpreter exits
+        query.close()
 
 
 def _windows_balance(result) -> bool:

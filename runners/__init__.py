@@ -21,7 +21,3 @@ def pipeline_args(runner: str, *, streaming: bool, job_name: str = "hitstream", 
     args = preset.pipeline_args(streaming=streaming, job_name=job_name, checkpoint_dir=checkpoint_dir)
     return args + (["--streaming"] if streaming else [])
 
-
-def is_local(runner: str) -> bool:
-    """Whether the job runs in this process's machine, so in-process sinks (memory) can be read by the user."""
-    return runner in ("prism", "direct")

@@ -98,6 +98,14 @@ def fetch_all(timeout: float = 900.0) -> dict:
     return status
 
 
+def missing_reason(name: str) -> str:
+    """Why a jar (a key of JARS) is not here: its artifact and mvn's error, for a message that says what to do."""
+    record = load_status().get(name) or {}
+    artifact = record.get("artifact", JARS[name])
+    error = record.get("error", "not fetched yet: run `hitstream up`")
+    return f"Beam's {name} jar ({artifact}) is not available on this machine: {error}"
+
+
 def jar_path(name: str) -> Optional[str]:
     """Local path of a fetched jar (a key of JARS), or None if Maven Central lacks it."""
     record = load_status().get(name)

@@ -1,8 +1,9 @@
-"""The optional Java path: Beam's own ReadFromKafka / WriteToKafka (cross-language), behind `--kafka-io=java`.
+"""The optional Java read: Beam's own ReadFromKafka (cross-language), behind `--kafka-io=java`.
 
-It needs Beam's io expansion-service jar, fetched by the local stack through `mvn`; where Maven Central does not
-serve it, asking for this path fails at start with a message naming the jar. It also needs a Java SDK harness for
-the Kafka step, which Beam starts with Docker by default (not available here): see README, "Kafka I/O".
+It needs Beam's io expansion-service jar, which the pipeline finds through `runners.jars` (the local stack fetches
+it with `mvn`; where Maven Central does not serve it, asking for this path fails at start naming the jar). It also
+needs a Java SDK harness for the Kafka step, which Beam starts with Docker by default (not available here): see
+README, "Kafka I/O". There is no Java Kafka sink yet.
 """
 from __future__ import annotations
 
@@ -12,29 +13,13 @@ from transforms.kafka_source import KafkaSourceConfig
 from transforms.rows import CREATE_TIME, KafkaRecord
 
 
-class JavaKafkaUnavailable(RuntimeError):
-    pass
-
-
-def expansion_service_jar() -> str:
-    from stack import beam_jars
-    path = beam_jars.jar_path("io-expansion-service")
-    if path:
-        return path
-    record = beam_jars.load_status().get("io-expansion-service") or {}
-    artifact = record.get("artifact", beam_jars.JARS["io-expansion-service"])
-    raise JavaKafkaUnavailable(
-        f"--kafka-io=java needs Beam's expansion service jar {artifact}, which is not available here: "
-        f"{record.get('error', 'not fetched; run `hitstream up`')}. Use the default --kafka-io=native.")
-
-
 class ReadFromKafkaJava(beam.PTransform):
     """The same KafkaRecord rows as the native source, read by Beam's Java KafkaIO."""
 
-    def __init__(self, config: KafkaSourceConfig):
+    def __init__(self, config: KafkaSourceConfig, expansion_jar: str):
         super().__init__()
         self._config = config
-        self._jar = expansion_service_jar()  # fail at graph construction, before anything starts
+        self._jar = expansion_jar
 
     def expand(self, pbegin):
         from apache_beam.io.kafka import ReadFromKafka

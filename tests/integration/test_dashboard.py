@@ -31,6 +31,7 @@ import pytest
 
 from hitstream import dashboard, progress, server
 from hitstream.generator import ProduceSpec, produce
+from hitstream.job import observe_job
 from transforms import telemetry
 from transforms.rows import ZipCount
 from transforms.sinks.memory import STORE
@@ -310,7 +311,7 @@ def test_num_input_rows_summed_over_a_bounded_run_equals_records_produced(kafka_
     listener = Listener()
     progress.STREAMS.add_listener(listener)
     try:
-        code = blog.run(["--runner", runner, f"--topic={topic}", f"--bootstrap-servers={kafka_bootstrap}",
+        code = blog.run(observe=observe_job, argv=["--runner", runner, f"--topic={topic}", f"--bootstrap-servers={kafka_bootstrap}",
                          "--trigger=available-now", f"--group-id=g-{topic}", "--starting-offsets=earliest",
                          "--sink=zip_counts=memory:complete", "--sink=zip_window_counts=memory:complete",
                          f"--dashboard-port={_free_port()}"])

@@ -15,6 +15,7 @@ import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
 import runners
+from hitstream import server
 from hitstream.generator import ProduceSpec, produce
 from pipelines.blog import build_pipeline
 from transforms.sinks.memory import STORE, RemoteRunnerError, SqlError, memory_sql, query_remote
@@ -39,6 +40,7 @@ def test_sql_sees_counts_grow_while_the_job_runs(kafka_bootstrap, topic_factory)
     options = PipelineOptions(args + runners.pipeline_args("prism", streaming=True))
     pipeline = beam.Pipeline(options=options)
     build_pipeline(pipeline, options)
+    server.ensure_started(port)  # the SQL server `hitstream run` starts beside a job with a memory sink
     result = pipeline.run()
     reports = []
     spec = ProduceSpec(topic=topic, bootstrap_servers=kafka_bootstrap, count=3000, rate=300, partitions=3,
@@ -71,6 +73,7 @@ def test_sql_sees_counts_grow_while_the_job_runs(kafka_bootstrap, topic_factory)
                              cwd=REPO, capture_output=True, text=True, timeout=60)
     finally:
         result.cancel()
+        server.stop(port)
     assert final == dict(report.zip_counts) and remote == final
     # The counts grew while the producer was still writing, seen both in-process and over HTTP.
     growing = [t for t in totals if t]

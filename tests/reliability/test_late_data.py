@@ -19,7 +19,8 @@ import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
 import runners
-from hitstream import progress, server
+from hitstream import server
+from hitstream.job import start_for_job
 from hitstream.generator import ProduceSpec, produce
 from pipelines.blog import build_pipeline
 from pipelines.options import HitstreamOptions
@@ -74,7 +75,7 @@ def test_late_hits_are_counted_shown_on_the_dashboard_and_kept_out_of_the_window
                 "--sink=zip_counts=jdbc:complete", "--sink=zip_window_counts=jdbc:update", f"--jdbc-url={db_url}",
                 "--dashboard", f"--dashboard-port={port}"]
         options = PipelineOptions(args + runners.pipeline_args("prism", streaming=True))
-        query = progress.start_for_job(options.view_as(HitstreamOptions), "prism")  # as `hitstream run` does
+        query = start_for_job(options.view_as(HitstreamOptions), "prism")  # as `hitstream run` does
         pipeline = beam.Pipeline(options=options)
         build_pipeline(pipeline, options)
         result = pipeline.run()

@@ -13,7 +13,8 @@ from confluent_kafka import Consumer, Producer
 
 from pipelines import blog
 from pipelines.options import HitstreamOptions, Settings, kafka_client_settings
-from transforms.sinks import dead_letter_sinks, sink_for
+from pipelines.options import SinkChoice
+from pipelines.sinks import SinkSettings, dead_letter_sinks, sink_for
 from transforms.sinks.jdbc import mask_url, resolve_url
 
 CLOSED_PORT = "127.0.0.1:1"  # nothing listens: the clients are built, never connected
@@ -53,9 +54,14 @@ def test_sasl_ssl_settings_reach_the_consumer_and_producers_unchanged(route, tmp
 
     config = blog.kafka_source_config(hs, Settings.from_options(hs))
     consumer_config = config.consumer_config()
-    producer_configs = [sink_for("kafka", "zip_counts", hs).make_writer()._config]
-    producer_configs += [sink.make_writer()._config for _, sink in dead_letter_sinks(hs)]
-    assert len(producer_configs) == 2
+    sink_settings = SinkSettings.from_options(hs)
+    producer_configs = [sink_for(SinkChoice.parse("zip_counts=kafka:update"), sink_settings).make_writer()._config]
+    producer_configs += [sink.make_writer()._config for _, sink in dead_letter_sinks(sink_settings)]
+    # The default foreach sink's fan-out producer too (it got none of these settings before sinks were built from
+    # explicit settings).
+    fan_out = sink_for(SinkChoice.parse("zip_counts=foreach:update"), sink_settings).make_writer()
+    producer_configs.append(fan_out._writer._kafka._config)
+    assert len(producer_configs) == 3
     for client_config in [consumer_config, config.reader_config(), *producer_configs]:
         assert {key: client_config[key] for key in wanted} == wanted
         assert client_config["bootstrap.servers"] == CLOSED_PORT

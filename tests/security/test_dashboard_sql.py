@@ -118,11 +118,18 @@ def test_sql_box_runs_with_external_access_off(served):
 def test_dashboard_host_is_loopback_unless_told_otherwise():
     from apache_beam.options.pipeline_options import PipelineOptions
 
+    from hitstream.job import observe_job
     from pipelines.options import HitstreamOptions
-    from transforms.sinks import sink_for
 
     default = PipelineOptions([]).view_as(HitstreamOptions)
     assert default.dashboard_host == "127.0.0.1"
-    told = PipelineOptions(["--dashboard-host=0.0.0.0", "--dashboard-port=4999"]).view_as(HitstreamOptions)
-    writer = sink_for("memory", "zip_counts", told).make_writer()
-    assert (writer._sql_host, writer._sql_port) == ("0.0.0.0", 4999)
+    port = free_port()
+    told = PipelineOptions(["--dashboard-host=0.0.0.0", f"--dashboard-port={port}",
+                            "--sink=zip_counts=memory:update"]).view_as(HitstreamOptions)
+    job = observe_job(told)  # what `hitstream run` does before it submits a job with a memory sink
+    try:
+        # The SQL server of that address is the job's (a second one could not bind it): it listens on 0.0.0.0.
+        assert server.ensure_started(port, "0.0.0.0") is not None
+        assert get(port, "/tables")[0] == 200  # asked on loopback only
+    finally:
+        job.close()

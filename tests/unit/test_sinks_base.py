@@ -7,12 +7,9 @@ import datetime
 import apache_beam as beam
 import pytest
 from apache_beam.metrics.metric import MetricsFilter
-from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
-from pipelines.options import HitstreamOptions
 from transforms.rows import DeadLetter, Hit, Snapshot, WindowCount, ZipCount
-from transforms.sinks import sink_for
 from transforms.sinks.base import (
     RetryPolicy, Sink, SinkWriteFn, SinkWriter, call_with_retry, dedupe, idempotency_key, key_columns_of)
 
@@ -148,33 +145,3 @@ def test_metrics_count_rows_errors_and_retries_per_sink_name():
     assert counter("flaky.zip_test.rows_written") == 3
     assert counter("flaky.zip_test.write_errors") >= 1
     assert counter("flaky.zip_test.retries") >= 1
-
-
-def _options(*args: str) -> HitstreamOptions:
-    return PipelineOptions(list(args)).view_as(HitstreamOptions)
-
-
-def test_registry_builds_every_sink(tmp_path):
-    options = _options(f"--parquet-path={tmp_path}/hits", f"--jdbc-url=sqlite:///{tmp_path}/x.db",
-                       "--runner=PrismRunner", "--environment_type=LOOPBACK",
-                       "--sink=hits=parquet:append", "--sink=zip_counts=memory:update")
-    for kind, query in [("console", "zip_counts"), ("memory", "zip_counts"), ("parquet", "hits"),
-                        ("jdbc", "zip_counts"), ("kafka", "zip_counts"), ("foreach", "zip_counts")]:
-        assert isinstance(sink_for(kind, query, options), Sink), kind
-
-
-def test_registry_refuses_parquet_in_update_or_complete_mode(tmp_path):
-    options = _options(f"--parquet-path={tmp_path}/w", "--sink=zip_window_counts=parquet:update")
-    with pytest.raises(ValueError, match="does not support"):
-        sink_for("parquet", "zip_window_counts", options)
-
-
-def test_registry_refuses_a_hostile_jdbc_table_name():
-    with pytest.raises(ValueError, match="refused"):
-        sink_for("jdbc", "zip_counts", _options("--jdbc-table=zip_test; DROP TABLE x"))
-
-
-def test_registry_refuses_memory_on_dataflow():
-    from transforms.sinks.memory import RemoteRunnerError
-    with pytest.raises(RemoteRunnerError, match="Dataflow"):
-        sink_for("memory", "zip_counts", _options("--runner=DataflowRunner", "--sink=zip_counts=memory:update"))

@@ -29,21 +29,21 @@ def table():
 
 
 def test_update_upserts_by_key(table):
-    writer = MemoryWriter(table, append=False, sql_port=None, sql_host="127.0.0.1")
+    writer = MemoryWriter(table, append=False)
     writer.write_rows([ZipCount("94107", 1), ZipCount("10001", 2)], 0)
     writer.write_rows([ZipCount("94107", 5)], 1)
     assert memory_sql(f"SELECT * FROM {table} ORDER BY zipcode") == [("10001", 2), ("94107", 5)]
 
 
 def test_update_treats_a_null_key_as_one_group(table):
-    writer = MemoryWriter(table, append=False, sql_port=None, sql_host="127.0.0.1")
+    writer = MemoryWriter(table, append=False)
     writer.write_rows([IspCount(None, 1), IspCount("Cox", 1)], 0)
     writer.write_rows([IspCount(None, 4)], 1)
     assert sorted(memory_sql(f"SELECT * FROM {table}"), key=repr) == sorted([(None, 4), ("Cox", 1)], key=repr)
 
 
 def test_complete_replaces_the_whole_table(table):
-    writer = MemoryWriter(table, append=False, sql_port=None, sql_host="127.0.0.1")
+    writer = MemoryWriter(table, append=False)
     writer.write_snapshot(Snapshot(0, (WindowCount(T0, T1, "a", 1), WindowCount(T0, T1, "b", 2))))
     writer.write_snapshot(Snapshot(1, (WindowCount(T0, T1, "b", 3),)))
     assert memory_sql(f"SELECT zipcode, count FROM {table}") == [("b", 3)]
@@ -51,7 +51,7 @@ def test_complete_replaces_the_whole_table(table):
 
 
 def test_append_inserts_each_key_once(table):
-    writer = MemoryWriter(table, append=True, sql_port=None, sql_host="127.0.0.1")
+    writer = MemoryWriter(table, append=True)
     hit = Hit(T0, "94107", "Cox", None, None, None, None, None, None, "2026-11-23", "hits", 0, 7, 0)
     writer.write_rows([hit], 0)
     writer.write_rows([hit, hit._replace(offset=8)], 1)  # a replay of offset 7 and a new record
@@ -79,14 +79,14 @@ def test_append_inserts_each_key_once(table):
     "",
 ])
 def test_user_sql_is_refused_unless_a_read_only_select(table, query):
-    MemoryWriter(table, append=False, sql_port=None, sql_host="127.0.0.1").write_rows([ZipCount("1", 1)], 0)
+    MemoryWriter(table, append=False).write_rows([ZipCount("1", 1)], 0)
     with pytest.raises(SqlError):
         memory_sql(query.format(t=table))
     assert memory_sql(f"SELECT * FROM {table}") == [("1", 1)]  # and nothing changed
 
 
 def test_row_limit_and_timeout(table):
-    MemoryWriter(table, append=False, sql_port=None, sql_host="127.0.0.1").write_rows(
+    MemoryWriter(table, append=False).write_rows(
         [ZipCount(str(i), i) for i in range(50)], 0)
     result = memory_sql_result(f"SELECT * FROM {table}", row_limit=10)
     assert len(result.rows) == 10 and result.truncated and result.columns == ("zipcode", "count")
@@ -95,7 +95,7 @@ def test_row_limit_and_timeout(table):
 
 
 def test_hitstream_sql_endpoint_answers_and_refuses(table):
-    MemoryWriter(table, append=False, sql_port=None, sql_host="127.0.0.1").write_rows([ZipCount("94107", 3)], 0)
+    MemoryWriter(table, append=False).write_rows([ZipCount("94107", 3)], 0)
     http = server.ensure_started(0)  # port 0: any free port
     port = http.server_port
     try:

@@ -52,10 +52,12 @@ from __future__ import annotations
 
 import logging
 import uuid
-from typing import Callable, List, Optional
+from typing import Callable, Dict, List, Optional
 
 from transforms.rows import Snapshot
 from transforms.sinks.base import RetryPolicy, Sink, SinkWriter
+from transforms.sinks.jdbc import WriteToJdbc
+from transforms.sinks.kafka import WriteToKafka
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -156,10 +158,8 @@ class KafkaAndSqliteFanOut(ForeachWriter):
     """
 
     def __init__(self, bootstrap_servers: str, topic: str, sqlite_url: str, table: Optional[str] = None,
-                 query: str = "zip_counts") -> None:
-        from transforms.sinks.jdbc import WriteToJdbc
-        from transforms.sinks.kafka import WriteToKafka
-        self._kafka = WriteToKafka(bootstrap_servers, topic, "text").make_writer()
+                 query: str = "zip_counts", producer_config: Optional[Dict[str, str]] = None) -> None:
+        self._kafka = WriteToKafka(bootstrap_servers, topic, "text", producer_config=producer_config).make_writer()
         self._jdbc = WriteToJdbc(sqlite_url, table, query=query).make_writer()
         self._ready = False
         self._rows: List[tuple] = []

@@ -33,7 +33,7 @@ import threading
 import urllib.error
 import urllib.parse
 import urllib.request
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Sequence, Tuple
 
 import duckdb
 import pyarrow as pa
@@ -368,16 +368,9 @@ def check_local_runner(options) -> None:
 
 
 class MemoryWriter(SinkWriter):
-    def __init__(self, table: str, append: bool, sql_port: Optional[int], sql_host: str) -> None:
+    def __init__(self, table: str, append: bool) -> None:
         self._table = table
         self._append = append
-        self._sql_port = sql_port
-        self._sql_host = sql_host
-
-    def setup(self) -> None:
-        if self._sql_port:
-            from hitstream import server
-            server.ensure_started(self._sql_port, self._sql_host)
 
     def write_rows(self, rows: List[tuple], batch_id: int) -> None:
         if self._append:
@@ -393,18 +386,16 @@ class WriteToMemory(Sink):
     """Rows or Snapshots -> the in-process table `table` (Spark's queryName), queryable with `memory_sql`.
 
     `append=True` inserts each key once (append mode); otherwise rows are upserted (update mode). Snapshots
-    (complete mode) replace the table. `sql_port` starts `hitstream sql`'s server on `sql_host`; None = none.
+    (complete mode) replace the table. `hitstream run` serves SQL over the tables (`hitstream sql`, the dashboard's
+    SQL box) from the driver, whose process holds them.
     """
 
-    def __init__(self, table: str, append: bool = False, sql_port: Optional[int] = None,
-                 sql_host: str = "127.0.0.1", max_batch_size: int = 10_000) -> None:
+    def __init__(self, table: str, append: bool = False, max_batch_size: int = 10_000) -> None:
         super().__init__(f"memory.{table}", max_batch_size=max_batch_size, retry=RetryPolicy(max_attempts=1))
         if not _TABLE_NAME.fullmatch(table or ""):  # not match: its `$` accepts a trailing newline
             raise ValueError(f"memory sink: table name {table!r} must match {_TABLE_NAME.pattern}")
         self._table = table
         self._append = append
-        self._sql_port = sql_port
-        self._sql_host = sql_host
 
     def make_writer(self) -> MemoryWriter:
-        return MemoryWriter(self._table, self._append, self._sql_port, self._sql_host)
+        return MemoryWriter(self._table, self._append)

@@ -1,0 +1,56 @@
+"""What `hitstream run` puts around a job: its observer (`observe_job`), which `pipelines.blog.run` calls before it
+submits the job and closes when it returns.
+
+- the progress publisher (`hitstream/progress.py`), StreamingQueryProgress records every second;
+- the dashboard with `--dashboard`, and the SQL server over the memory tables whenever a memory sink is wired
+  (`hitstream sql`, the dashboard's SQL box): both on `--dashboard-host`:`--dashboard-port`;
+- the terminal panel when stderr is a terminal.
+"""
+from __future__ import annotations
+
+import logging
+
+from hitstream import dashboard, server
+from hitstream.progress import DEFAULT_INTERVAL, StreamingQuery, TerminalProgress, query_id_for, terminal_wanted
+from pipelines.options import Settings
+
+_LOGGER = logging.getLogger(__name__)
+
+
+def start_for_job(options, runner: str = "prism") -> StreamingQuery:
+    """The progress publisher, the dashboard with --dashboard, and the terminal panel when stderr is a terminal.
+    `options` is the HitstreamOptions view."""
+    topic = options.subscribe_pattern or options.assign or options.topic
+    name = f"blog[{topic}]" if options.source == "kafka" else f"blog[{options.source}]"
+    query = StreamingQuery(name=name, interval=DEFAULT_INTERVAL, query_id=query_id_for(options.checkpoint_dir))
+    if options.dashboard:
+        if runner not in ("prism", "direct"):
+            _LOGGER.warning("dashboard: the %s runner's workers may not run in this process; the dashboard shows "
+                            "only what they report here (see hitstream/progress.py)", runner)
+        dashboard.serve(query, options.dashboard_port, options.dashboard_host)
+    if terminal_wanted():
+        query.add_listener(TerminalProgress())
+    return query.start()
+
+
+class ObservedJob:
+    """The running job's progress query and servers; `close()` publishes a last record and stops the servers."""
+
+    def __init__(self, query: StreamingQuery) -> None:
+        self.query = query
+
+    def bind(self, result) -> None:
+        self.query.bind(result)
+
+    def close(self) -> None:
+        self.query.close()  # a last record, then the hooks turn off
+        server.stop_all()  # the dashboard and SQL box, with their requests in flight, before the interpreter exits
+
+
+def observe_job(options, runner: str = "prism") -> ObservedJob:
+    """`pipelines.blog.run`'s observer for `hitstream run`."""
+    query = start_for_job(options, runner)
+    if any(choice.sink == "memory" for choice in Settings.from_options(options).sinks):
+        # The memory tables live in this process (the memory sink runs only where the workers are in it).
+        server.ensure_started(options.dashboard_port, options.dashboard_host)
+    return ObservedJob(query)

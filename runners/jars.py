@@ -1,0 +1,12 @@
+"""Beam's Java jars for the presets and the Java KafkaIO path: found where the stack fetched them, or a
+RunnerUnavailable that says exactly why not."""
+from runners import RunnerUnavailable
+from stack import beam_jars
+
+
+def java_jar(name: str) -> str:
+    """Path of one of Beam's jars (a key of stack.beam_jars.JARS)."""
+    path = beam_jars.jar_path(name)
+    if path:
+        return path
+    raise RunnerUnavailable(beam_jars.missing_reason(name))

@@ -1,0 +1,66 @@
+"""Sinks built from explicit settings (pipelines/sinks.py): every kind builds, what a sink refuses is refused before
+the graph is built, and each choice's output mode and the Kafka client settings reach the sink."""
+from __future__ import annotations
+
+import datetime
+
+import pytest
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from pipelines.options import HitstreamOptions, SinkChoice
+from pipelines.sinks import SinkSettings, check_sink_choices, sink_for
+from transforms.rows import WindowCount
+from transforms.sinks.base import Sink
+from transforms.sinks.memory import STORE, memory_sql
+
+UTC = datetime.timezone.utc
+
+
+def _options(*args: str) -> HitstreamOptions:
+    return PipelineOptions(list(args)).view_as(HitstreamOptions)
+
+
+def _sink(text: str, options: HitstreamOptions) -> Sink:
+    """What the pipeline does for one --sink choice: check the choices, then build the sink."""
+    choice = SinkChoice.parse(text)
+    check_sink_choices([SinkChoice.parse(s) for s in options.sinks or ()] + [choice], options)
+    return sink_for(choice, SinkSettings.from_options(options))
+
+
+def test_registry_builds_every_sink(tmp_path):
+    options = _options(f"--parquet-path={tmp_path}/hits", f"--jdbc-url=sqlite:///{tmp_path}/x.db",
+                       "--runner=PrismRunner", "--environment_type=LOOPBACK",
+                       "--sink=hits=parquet:append", "--sink=zip_counts=memory:update")
+    for kind, query in [("console", "zip_counts"), ("memory", "zip_counts"), ("parquet", "hits"),
+                        ("jdbc", "zip_counts"), ("kafka", "zip_counts"), ("foreach", "zip_counts")]:
+        assert isinstance(_sink(f"{query}={kind}", options), Sink), kind
+
+
+def test_registry_refuses_parquet_in_update_or_complete_mode(tmp_path):
+    options = _options(f"--parquet-path={tmp_path}/w", "--sink=zip_window_counts=parquet:update")
+    with pytest.raises(ValueError, match="does not support"):
+        _sink("zip_window_counts=parquet:update", options)
+
+
+def test_registry_refuses_a_hostile_jdbc_table_name():
+    with pytest.raises(ValueError, match="refused"):
+        _sink("zip_counts=jdbc", _options("--jdbc-table=zip_test; DROP TABLE x"))
+
+
+def test_registry_refuses_memory_on_dataflow():
+    from transforms.sinks.memory import RemoteRunnerError
+    with pytest.raises(RemoteRunnerError, match="Dataflow"):
+        _sink("zip_counts=memory:update", _options("--runner=DataflowRunner", "--sink=zip_counts=memory:update"))
+
+
+@pytest.mark.parametrize("mode, kept", [("append", 3), ("update", 5)])
+def test_memory_keeps_the_first_row_in_append_mode_and_the_newest_in_update_mode(mode, kept):
+    # Before sinks got their choice's mode, --sink X=memory:append upserted like update mode.
+    STORE.drop("zip_window_counts")
+    writer = _sink(f"zip_window_counts=memory:{mode}", _options()).make_writer()
+    start = datetime.datetime(2026, 3, 15, 22, 2, tzinfo=UTC)
+    row = WindowCount(start, start + datetime.timedelta(minutes=10), "94107", 3)
+    writer.write_rows([row], 0)
+    writer.write_rows([row._replace(count=5)], 1)  # append mode: a window is final once written
+    assert memory_sql("SELECT count FROM zip_window_counts") == [(kept,)]
+    STORE.drop("zip_window_counts")
