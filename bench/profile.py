@@ -22,7 +22,7 @@ from bench.spark_blog import child_env
 
 BUNDLE = "BundleProcessor.process_bundle (apache_beam/runners/worker/bundle_processor.py)"
 AREAS = [  # (area, a fragment of the frame's file)
-    ("Kafka read (consume, records, watermark)", "transforms/kafka_source.py"),
+    ("Kafka read (consume, records, watermark)", "transforms/kafka_source/"),
     ("  of it parse (orjson, data contract)", "transforms/parse.py"),
     ("queries (pre-aggregation, windows, combine)", "transforms/queries.py"),
     ("output modes (EmitChanged, snapshots)", "transforms/output_modes.py"),

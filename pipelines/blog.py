@@ -14,6 +14,7 @@ Run it (after `hitstream up`):
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import signal
@@ -26,22 +27,24 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.runner import PipelineState
 
 import runners
-from pipelines.options import (QUERIES, HitstreamOptions, Settings, check_database, check_reachable, check_writable,
-                              first_bootstrap)
+from pipelines.options import (QUERIES, HitstreamOptions, KafkaClientSettings, Settings, check_database,
+                              check_reachable, check_writable, first_bootstrap, kafka_client_settings)
 from pipelines.sinks import SinkSettings, check_sink_choices, dead_letter_sinks, sink_for
+from runners.jars import java_jar
 from transforms.checkpoint import AggregateCheckpoint, CountForCheckpointFn, QuerySpec
+from transforms.directory_source import ReadFromDirectory
+from transforms.kafka_java import ReadFromKafkaJava
 from transforms.kafka_source import KafkaSourceConfig, ReadFromKafka
 from transforms.output_modes import OutputConfig, OutputMode
 from transforms.parse import ParseHits
 from transforms.queries import IspCounts, ZipCounts, ZipWindowCounts, window_accounting
+from transforms.socket_source import ReadFromSocket
 
 _LOGGER = logging.getLogger(__name__)
 
 
 def kafka_source_config(options: HitstreamOptions, settings: Settings,
                         checkpoint: Optional[AggregateCheckpoint] = None) -> KafkaSourceConfig:
-    import dataclasses
-    from pipelines.options import KafkaClientSettings, kafka_client_settings
     spark_options = {"kafka.bootstrap.servers": options.bootstrap_servers,
                      "startingOffsets": options.starting_offsets,
                      "failOnDataLoss": options.fail_on_data_loss}
@@ -71,15 +74,11 @@ def _reader(hs: HitstreamOptions, settings: Settings, checkpoint: Optional[Aggre
     """The source: Kafka (native or Java), or the blog's other streams, a socket or a directory."""
     event_time = hs.timestamp_policy == "event-time"
     if hs.source == "socket":
-        from transforms.socket_source import ReadFromSocket
         return ReadFromSocket(hs.source_path or "", event_time, settings.watermark_delay)
     if hs.source == "directory":
-        from transforms.directory_source import ReadFromDirectory
         return ReadFromDirectory(hs.source_path or "", bounded=not settings.streaming, event_time=event_time)
     config = kafka_source_config(hs, settings, checkpoint)
     if hs.kafka_io == "java":
-        from runners.jars import java_jar
-        from transforms.kafka_java import ReadFromKafkaJava
         try:
             jar = java_jar("io-expansion-service")  # fail at graph construction, before anything starts
         except runners.RunnerUnavailable as error:

@@ -13,7 +13,7 @@ from typing import Dict, List, Optional
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from transforms.output_modes import OutputMode, QueryKind, Trigger, parse_duration
+from transforms.output_modes import OutputConfig, OutputMode, QueryKind, Trigger, parse_duration
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -257,7 +257,6 @@ class Settings:
         return settings
 
     def validate(self) -> None:
-        from transforms.output_modes import OutputConfig
         for choice in self.sinks:
             OutputConfig(mode=choice.mode, trigger=self.trigger, watermark_delay=self.watermark_delay).validate(
                 QUERIES[choice.query], choice.query)

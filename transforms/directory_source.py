@@ -12,7 +12,7 @@ from typing import Iterable
 import apache_beam as beam
 from apache_beam.io import fileio
 
-from transforms.kafka_source import hittime_millis
+from transforms.parse import hittime_millis
 from transforms.rows import CREATE_TIME, KafkaRecord
 
 

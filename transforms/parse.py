@@ -286,3 +286,14 @@ class ParseHits(beam.PTransform):
         dead_letter = outputs[DEAD_LETTER_TAG]
         dead_letter.element_type = DeadLetter
         return ParseResult(good=good, dead_letter=dead_letter)
+
+
+def hittime_millis(record: KafkaRecord) -> Optional[int]:
+    """The event-time extractor for ISP hits: `hittime` in epoch ms, or None for a message the parse step will
+    dead-letter. The whole data contract is applied, not just hittime's format: a dead letter with a readable
+    far-future hittime must not move its partition's watermark and make every later hit late.
+    """
+    try:
+        return to_micros(parse_fields(record.value)[0]) // 1000
+    except Exception:  # a ParseError, or anything else parse_record dead-letters
+        return None

@@ -178,9 +178,7 @@ def window_accounting(metrics) -> WindowAccounting:
             query_step = _query_step(counter.key.step)
             value = counter.committed if counter.committed is not None else counter.attempted
             per_step[query_step][counter.key.metric.name] += value or 0
-    # late_records is also counted by the Kafka read's step (kafka_records_late is its own name); only windowed query
-    # steps have memberships, so the others are left out.
-    steps = [step for step in per_step.values() if step[WINDOW_HITS_IN]]
+    steps = list(per_step.values())
     total = {name: sum(step[name] for step in steps) for name in names}
     return WindowAccounting(total[WINDOW_HITS_IN], total["late_records"], total["unwindowable_records"],
                             total[WINDOW_SLOTS_IN], total[WINDOW_SLOTS_FINAL],

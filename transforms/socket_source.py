@@ -16,8 +16,9 @@ from apache_beam.io.restriction_trackers import OffsetRange
 from apache_beam.transforms.core import RestrictionProvider
 from apache_beam.utils.timestamp import Duration, Timestamp
 
-from transforms.kafka_source import (NO_WATERMARK_STATE, UNBOUNDED, KafkaOffsetTracker, PartitionWatermark,
-                                     PartitionWatermarkProvider, hittime_millis)
+from transforms.kafka_source import (NO_WATERMARK_STATE, UNBOUNDED, CheckpointOnlyTracker, PartitionWatermark,
+                                     PartitionWatermarkProvider)
+from transforms.parse import hittime_millis
 from transforms.rows import CREATE_TIME, KafkaRecord
 
 _LOGGER = logging.getLogger(__name__)
@@ -27,8 +28,8 @@ class _LineRangeProvider(RestrictionProvider):
     def initial_restriction(self, address: str) -> OffsetRange:
         return OffsetRange(0, UNBOUNDED)
 
-    def create_tracker(self, restriction: OffsetRange) -> KafkaOffsetTracker:
-        return KafkaOffsetTracker(restriction)
+    def create_tracker(self, restriction: OffsetRange) -> CheckpointOnlyTracker:
+        return CheckpointOnlyTracker(restriction)
 
     def restriction_size(self, address, restriction) -> int:
         return 1

@@ -43,7 +43,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import mysql as mysql_dialect
 
 from transforms.rows import DeadLetter, Hit, IspCount, Snapshot, WindowCount, ZipCount
-from transforms.sinks.base import DEFAULT_MAX_BATCH_SIZE, RetryPolicy, Sink, SinkWriter
+from transforms.sinks.base import DEFAULT_MAX_BATCH_SIZE, RetryPolicy, Sink, SinkWriter, call_with_retry
 from transforms.sinks.tables import QUERY_ROW_TYPES
 
 _LOGGER = logging.getLogger(__name__)
@@ -237,8 +237,6 @@ class JdbcWriter(SinkWriter):
         self._upsert = _upsert(self._table, self._spec, self._dialect)
 
     def _call_setup(self, fn: Callable[[], Any]) -> Any:
-        from transforms.sinks.base import call_with_retry
-
         def on_error(attempt: int, error: BaseException, will_retry: bool) -> None:
             if will_retry:
                 _LOGGER.warning("jdbc sink: setting up %s failed (attempt %d of %d), retrying in about %.1f s: %s",

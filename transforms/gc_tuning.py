@@ -1,4 +1,4 @@
-"""Process-wide settings for the SDK worker that runs hitstream's steps.
+"""The SDK worker's garbage collection, tuned once per process for the fast path's many short-lived objects.
 
 The fast path makes some thirty short-lived objects per Kafka record (the message, its KafkaRecord, the decoded JSON,
 the Hit, its datetime...), and a batch of them lives until its bundle is written. With CPython's default

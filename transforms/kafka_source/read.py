@@ -1,0 +1,317 @@
+"""The splittable read of each partition, and `ReadFromKafka`, the transform that wires discovery and the read."""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Iterable, Optional
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+from apache_beam.utils.timestamp import Duration, Timestamp
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+
+from transforms import telemetry
+from transforms.batch_coder import BatchCoder  # noqa: F401 (registers the coder of the batch types)
+from transforms.kafka_source.config import KafkaSourceConfig
+from transforms.kafka_source.consumers import HIGH_WATERMARKS, IDLE_CONSUMERS, POSITION_UNKNOWN
+from transforms.kafka_source.partitions import UNBOUNDED, PartitionSpec, ResolvePartitionsFn, WatchPartitionsFn
+from transforms.kafka_source.restriction import OffsetRangeProvider
+from transforms.kafka_source.watermark import PartitionWatermark, PartitionWatermarkProvider
+from transforms.parse import ParsedBatch, parse_record, to_micros
+from transforms.rows import CREATE_TIME, LOG_APPEND_TIME, Hit, KafkaBatch, KafkaRecord, new_row
+from transforms.gc_tuning import tune_gc
+
+_LOGGER = logging.getLogger(__name__)
+
+
+class ReadPartitionsFn(beam.DoFn):
+    """Reads the claimed offsets of one partition; checkpoints after `max_read_seconds` or when caught up."""
+
+    def __init__(self, config: KafkaSourceConfig):
+        self._config = config
+        self._delay_micros = int(config.watermark_delay_seconds * 1e6)
+        self._parses = config.parses
+
+    def setup(self):
+        tune_gc()
+        self._records = Metrics.counter("hitstream", "kafka_records_read")
+        self._late = Metrics.counter("hitstream", "kafka_records_late")
+        self._data_loss = Metrics.counter("hitstream", "kafka_offsets_lost")
+        # Records claimed per process() call: one call is one "trigger" of the read, so its max shows that
+        # maxOffsetsPerTrigger holds.
+        self._per_read = Metrics.distribution("hitstream", "kafka_records_per_read")
+        self._consumers = {}  # (topic, partition) -> (consumer, next offset) of this instance's running call
+        self._pool_key = tuple(sorted((k, str(v)) for k, v in self._config.reader_config().items()))
+        IDLE_CONSUMERS.join()
+        self._committer = None  # created on the first commit; finalization may run on another thread
+        self._commit_lock = threading.Lock()
+
+    def teardown(self):
+        consumers, self._consumers = self._consumers, {}
+        for consumer, _ in consumers.values():
+            consumer.close()
+        IDLE_CONSUMERS.leave()
+        with self._commit_lock:
+            if self._committer is not None:
+                self._committer.close()
+                self._committer = None
+
+    def _consumer_at(self, topic: str, partition: int, offset: int) -> Consumer:
+        """One consumer per partition, kept between calls (in IDLE_CONSUMERS) so its prefetch buffer survives a
+        checkpoint."""
+        key = (topic, partition)
+        cached = self._consumers.pop(key, None) or IDLE_CONSUMERS.take((self._pool_key, topic, partition))
+        if cached is not None and cached[1] == offset:
+            self._consumers[key] = cached
+            return cached[0]
+        consumer = cached[0] if cached is not None else Consumer(self._config.reader_config())
+        try:
+            consumer.assign([TopicPartition(topic, partition, offset)])
+        except RuntimeError:  # closed by a teardown that raced with this bundle (seen on Prism): start afresh
+            consumer = Consumer(self._config.reader_config())
+            consumer.assign([TopicPartition(topic, partition, offset)])
+        self._consumers[key] = (consumer, offset)
+        return consumer
+
+    def process(
+        self,
+        spec: PartitionSpec,
+        finalizer=beam.DoFn.BundleFinalizerParam,  # before the SDF params: Beam passes those by keyword
+        tracker=beam.DoFn.RestrictionParam(OffsetRangeProvider()),
+        watermark=beam.DoFn.WatermarkEstimatorParam(PartitionWatermarkProvider()),
+    ) -> Iterable[beam.window.TimestampedValue]:
+        config = self._config
+        restriction = tracker.current_restriction()
+        next_offset = restriction.start
+        if restriction.start >= restriction.stop:
+            return
+        if config.checkpoint:
+            config.checkpoint.at_call_start(spec.topic, spec.partition, next_offset, watermark.get_estimator_state())
+        consumer = self._consumer_at(spec.topic, spec.partition, next_offset)
+        tp = TopicPartition(spec.topic, spec.partition)
+        watermark.start_call(self._delay_micros)
+        budget = spec.share_per_trigger
+        started = time.monotonic()
+        deadline = started + config.max_read_seconds
+        claimed = 0
+        past_stop = False  # a record at or beyond the restriction's stop: a bounded read is complete
+        while not past_stop:
+            messages = consumer.consume(num_messages=min(budget - claimed, 1000), timeout=config.poll_timeout_seconds)
+            outputs = []
+            poll_claim = self._claim_poll(messages, tracker)
+            for message in messages:
+                error = message.error()
+                if error is not None:
+                    next_offset = self._on_error(error, consumer, spec, next_offset)
+                    continue
+                if poll_claim is False or (poll_claim is None and not tracker.try_claim(message.offset())):
+                    # The restriction ends before this record (a split or the bounded end). It, and any after it
+                    # in this poll, were taken off the consumer's queue: the consumer must not be reused as if it
+                    # stood at this offset, or the call that reads the rest would silently skip them.
+                    past_stop = True
+                    self._remember(spec, consumer, POSITION_UNKNOWN)
+                    break
+                next_offset = message.offset() + 1
+                claimed += 1
+                outputs.append(self._to_output(message))
+            self._mark_late(outputs, watermark)
+            if config.batched:
+                if outputs:
+                    yield _as_batch(outputs, watermark.current_watermark(), self._parses)
+            else:
+                for element, seconds, _ in outputs:
+                    yield beam.window.TimestampedValue(element, seconds)
+            if past_stop:
+                break
+            self._remember(spec, consumer, next_offset)
+            if claimed >= budget or time.monotonic() >= deadline:
+                break
+            if not messages and (restriction.stop == UNBOUNDED or
+                                 consumer.position([tp])[0].offset >= restriction.stop):
+                break
+            # A bounded read with records still to come keeps polling rather than return with a delayed residual.
+            # (Delayed residuals made whole windows late on Prism 2.77 as released, whose stage watermark followed
+            # the last bundle's residuals alone: see stack/prism.py.)
+            if next_offset >= consumer.get_watermark_offsets(tp, cached=True)[1] >= 0:
+                break  # caught up: hand this bundle's records on now rather than wait out the deadline
+        if config.checkpoint:
+            save = config.checkpoint.at_call_end(spec.topic, spec.partition, next_offset,
+                                                 watermark.get_estimator_state(), final=past_stop or
+                                                 next_offset >= restriction.stop)
+            if save is not None:
+                finalizer.register(save)
+        self._records.inc(claimed)
+        self._per_read.update(claimed)
+        # Register even when nothing was claimed: Prism finalizes every bundle of a stage that asks for it.
+        self._commit_on_finalize(finalizer, spec, next_offset if claimed else None)
+        _, high = consumer.get_watermark_offsets(tp, cached=True)
+        drained = not past_stop and not messages and consumer.position([tp])[0].offset >= restriction.stop
+        self._give_back(spec)
+        if high >= 0:
+            HIGH_WATERMARKS[(spec.topic, spec.partition)] = high
+        telemetry.record_read(spec.topic, spec.partition, restriction.start, next_offset, claimed, high,
+                             watermark.get_estimator_state(), self._delay_micros, time.monotonic() - started)
+        if past_stop:
+            return
+        if drained:
+            next_offset = restriction.stop  # the rest of the range holds no record (transaction markers, gaps)
+        if next_offset >= restriction.stop:
+            tracker.try_claim(restriction.stop)  # done: nothing left to claim in the range
+            return
+        if next_offset >= high >= 0:
+            # Caught up with the log end (backlog 0), as Java KafkaIO's policies check: only then may the wall
+            # clock move the watermark. A poll that merely timed out says nothing about what is still to come.
+            if not claimed and restriction.stop == UNBOUNDED:  # a bounded read's end is its own, not the clock's
+                watermark.advance_idle(Timestamp.now().micros, self._delay_micros)
+                tracker.defer_remainder(Duration(seconds=config.idle_poll_seconds))
+            else:
+                tracker.defer_remainder()  # more may be arriving right now: resume at once
+        elif not messages and restriction.stop == UNBOUNDED:
+            tracker.defer_remainder(Duration(seconds=config.idle_poll_seconds))
+        elif claimed >= budget and config.max_offsets_per_trigger:
+            tracker.defer_remainder(Duration(seconds=config.trigger_interval_seconds))
+        else:
+            tracker.defer_remainder()
+
+    @staticmethod
+    def _claim_poll(messages: list, tracker) -> Optional[bool]:
+        """Claim a whole poll with one claim of its last offset (a claim covers the offsets before it; the runner
+        wraps the tracker in a lock that cost about 1 us per record). None when the records must be claimed one by
+        one: the poll holds an error, or the restriction ends inside it. False when a checkpoint split since the
+        call began took the rest of the range: such a split stops right after the last claimed offset (the tracker
+        refuses others), so no record of this poll is ours."""
+        if not messages or any(message.error() is not None for message in messages):
+            return None
+        last = messages[-1].offset()
+        if last >= tracker.current_restriction().stop:
+            return None
+        return tracker.try_claim(last)
+
+    def _to_output(self, message) -> list:
+        """One message as [element, event time in seconds, event time in micros for the watermark or None]: its
+        KafkaRecord, or its Hit or DeadLetter when the read parses (`KafkaSourceConfig.parses`). A record without
+        a readable event time keeps its Kafka time and leaves the watermark alone."""
+        ts_type, ts_ms = message.timestamp()
+        record = new_row(KafkaRecord, (  # the fields in KafkaRecord's order
+            message.key(), message.value(), message.topic(), message.partition(), message.offset(), ts_ms,
+            LOG_APPEND_TIME if ts_type == 2 else CREATE_TIME,
+            tuple(message.headers() or ()) if self._config.include_headers else None, False))
+        element, event_ms = record, ts_ms
+        if self._parses:
+            # What hittime_millis does, keeping the parse: a record without a Hit is a dead letter.
+            element = parse_record(record)
+            if type(element) is not Hit:
+                return [element, ts_ms / 1000.0, None]
+            event_ms = to_micros(element.hittime) // 1000
+        elif self._config.timestamp_policy == "event-time":
+            event_ms = self._config.event_time_fn(record)
+            if event_ms is None:  # unreadable: the parse step dead-letters it; keep the Kafka time for Beam
+                return [record, ts_ms / 1000.0, None]
+        return [element, event_ms / 1000.0, event_ms * 1000]
+
+    def _mark_late(self, outputs: list, watermark: PartitionWatermark) -> None:
+        """Pass a poll's event times to the partition's watermark in one call (the runner wraps the estimator in
+        a lock, which per record cost more than the check itself) and flag the records that were behind it."""
+        timed = [output for output in outputs if output[2] is not None]
+        late = watermark.observe_events([output[2] for output in timed], self._delay_micros)
+        for index in late:
+            timed[index][0] = timed[index][0]._replace(late=True)
+        self._late.inc(len(late))
+
+    def _on_error(self, error: KafkaError, consumer: Consumer, spec: PartitionSpec, next_offset: int) -> int:
+        if error.code() != KafkaError._AUTO_OFFSET_RESET and error.code() != KafkaError.OFFSET_OUT_OF_RANGE:
+            if error.fatal():
+                raise KafkaException(error)
+            _LOGGER.warning("Kafka source: %s [%d]: %s", spec.topic, spec.partition, error)
+            return next_offset
+        low, _ = consumer.get_watermark_offsets(TopicPartition(spec.topic, spec.partition), timeout=10)
+        message = (f"Kafka source: offsets {next_offset}..{low - 1} of {spec.topic} [{spec.partition}] were deleted "
+                   f"(retention or deleteRecords) before they were read.")
+        if self._config.fail_on_data_loss:
+            raise KafkaException(KafkaError(KafkaError.OFFSET_OUT_OF_RANGE,
+                                            message + " Set failOnDataLoss=false to skip them with a warning."))
+        _LOGGER.warning("%s Skipping them (failOnDataLoss=false).", message)
+        self._data_loss.inc(max(0, low - next_offset))
+        consumer.assign([TopicPartition(spec.topic, spec.partition, low)])
+        return low
+
+    def _remember(self, spec: PartitionSpec, consumer: Consumer, next_offset: int):
+        self._consumers[(spec.topic, spec.partition)] = (consumer, next_offset)
+
+    def _give_back(self, spec: PartitionSpec):
+        cached = self._consumers.pop((spec.topic, spec.partition), None)
+        if cached is not None:
+            IDLE_CONSUMERS.give_back((self._pool_key, spec.topic, spec.partition), *cached)
+
+    def _commit_on_finalize(self, finalizer, spec: PartitionSpec, next_offset: Optional[int]):
+        if not self._config.commit_offsets or next_offset is None:
+            finalizer.register(lambda: None)
+            return
+
+        def commit():
+            with self._commit_lock:
+                if self._committer is None:
+                    self._committer = Consumer(self._config.consumer_config())
+                try:
+                    self._committer.commit(offsets=[TopicPartition(spec.topic, spec.partition, next_offset)],
+                                           asynchronous=False)
+                except KafkaException as error:  # the next start re-reads from the older commit: at-least-once
+                    _LOGGER.warning("Kafka source: could not commit offset %d of %s [%d]: %s",
+                                    next_offset, spec.topic, spec.partition, error)
+
+        finalizer.register(commit)
+
+
+def _as_batch(outputs: list, watermark: Timestamp, parsed: bool) -> beam.window.TimestampedValue:
+    """One KafkaBatch (or ParsedBatch), timestamped at its earliest record but never behind the partition's reported
+    watermark, so no runner treats the batch as late. Windowed queries re-stamp what they take from it with event
+    times."""
+    earliest = Timestamp.of(min(output[1] for output in outputs))
+    elements = tuple(output[0] for output in outputs)
+    batch = ParsedBatch(elements) if parsed else KafkaBatch(elements)
+    return beam.window.TimestampedValue(batch, max(earliest, watermark))
+
+
+@beam.DoFn.unbounded_per_element()
+class ReadPartitionsUnboundedFn(ReadPartitionsFn):
+    """The streaming read: each partition is an unbounded restriction."""
+
+
+class ReadFromKafka(beam.PTransform):
+    """Reads KafkaRecords, with Spark's Kafka source options (see KafkaSourceConfig).
+
+    Example:
+        records = p | ReadFromKafka(KafkaSourceConfig.from_spark_options({
+            "kafka.bootstrap.servers": "127.0.0.1:9092", "subscribe": "hits", "startingOffsets": "earliest"}))
+    """
+
+    def __init__(self, config: KafkaSourceConfig):
+        super().__init__()
+        self._config = config
+
+    def expand(self, pbegin):
+        config = self._config
+        if config.bounded:
+            specs = (pbegin | "Impulse" >> beam.Impulse()
+                     | "ResolvePartitions" >> beam.ParDo(ResolvePartitionsFn(config)))
+            read_fn = ReadPartitionsFn(config)
+        else:
+            specs = self._streaming_specs(pbegin)
+            read_fn = ReadPartitionsUnboundedFn(config)
+        return (specs
+                | "SpreadPartitions" >> beam.Reshuffle()
+                | "ReadPartitions" >> beam.ParDo(read_fn).with_output_types(
+                    (ParsedBatch if config.parses else KafkaBatch) if config.batched else KafkaRecord))
+
+    def _streaming_specs(self, pbegin):
+        config = self._config
+        if not config.subscribe_pattern:
+            return (pbegin | "Impulse" >> beam.Impulse()
+                    | "ResolvePartitions" >> beam.ParDo(ResolvePartitionsFn(config)))
+        from apache_beam.transforms.periodicsequence import PeriodicImpulse
+        return (pbegin
+                | "WatchTicks" >> PeriodicImpulse(fire_interval=config.partition_discovery_seconds,
+                                                 apply_windowing=False)
+                | "KeyForState" >> beam.Map(lambda tick: (None, tick))
+                | "WatchPartitions" >> beam.ParDo(WatchPartitionsFn(config)))
