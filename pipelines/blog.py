@@ -27,8 +27,8 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.runner import PipelineState
 
 import runners
-from pipelines.options import (QUERIES, HitstreamOptions, KafkaClientSettings, Settings, check_database,
-                              check_reachable, check_writable, first_bootstrap, kafka_client_settings)
+from pipelines.options import QUERIES, HitstreamOptions, KafkaClientSettings, Settings, kafka_client_settings
+from pipelines.preflight import preflight
 from pipelines.sinks import SinkSettings, check_sink_choices, dead_letter_sinks, sink_for
 from runners.jars import java_jar
 from transforms.checkpoint import AggregateCheckpoint, CountForCheckpointFn, QuerySpec
@@ -156,22 +156,6 @@ def _split_runner(argv: list) -> tuple:
             rest.append(arg)
         i += 1
     return runner, rest
-
-
-def preflight(hs: HitstreamOptions, settings: Settings) -> None:
-    """Checks that fail before anything starts, each with the fix in its message. (A mode a query forbids is
-    refused earlier, when the options are parsed.)"""
-    kinds = {choice.sink for choice in settings.sinks}
-    if hs.source == "kafka" or "kafka" in kinds or hs.dead_letter_topic:
-        check_reachable(first_bootstrap(hs.bootstrap_servers), "the Kafka broker",
-                        "Start the local stack with `hitstream up`, or pass --bootstrap-servers.")
-    if "jdbc" in kinds or "foreach" in kinds:
-        check_database(hs.jdbc_url)
-    if "parquet" in kinds:
-        check_writable(hs.parquet_path, "--parquet-path")
-    for path, what in ((hs.checkpoint_dir, "--checkpoint-dir"), (hs.dead_letter_path, "--dead-letter-path")):
-        if path:
-            check_writable(path, what)
 
 
 class _Unobserved:

@@ -1,15 +1,14 @@
-"""Every option of the blog's pipeline, in one PipelineOptions subclass, with preflight checks.
+"""Every option of the blog's pipeline, in one PipelineOptions subclass, and the Kafka client settings.
 
-Complex options are parsed into frozen dataclasses (`SinkChoice`, the source config) before the graph is built, and
-`preflight()` fails with a message that says what to change.
+Complex options are parsed into frozen dataclasses (`SinkChoice`, `Settings`, the source config) before the graph
+is built; `pipelines/preflight.py` then checks what they point to.
 """
 from __future__ import annotations
 
 import dataclasses
 import logging
 import os
-import socket
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
@@ -262,49 +261,3 @@ class Settings:
                 QUERIES[choice.query], choice.query)
         if self.window_period <= 0 or self.window_size <= 0:
             raise ValueError("--window-size and --window-period must be positive")
-
-
-def check_reachable(host_port: str, what: str, fix: str, timeout: float = 3.0) -> None:
-    """Fail early, with the fix in the message, when a TCP service does not answer."""
-    host, _, port = host_port.rpartition(":")
-    try:
-        socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout).close()
-    except (OSError, ValueError) as error:
-        raise SystemExit(f"hitstream: {what} at {host_port} is unreachable ({error}). {fix}") from None
-
-
-def check_database(url: Optional[str]) -> None:
-    """Connect once to the JDBC sink's database (default: the embedded SQLite file), or fail with the fix."""
-    import sqlalchemy
-    from transforms.sinks.jdbc import DEFAULT_URL, mask_url, resolve_url
-    if url and sqlalchemy.engine.make_url(url).password is not None:
-        _LOGGER.warning("--jdbc-url carries a password, which shows in `ps`, shell history and the pipeline "
-                        "options; leave it out and set HITSTREAM_DB_PASSWORD or HITSTREAM_DB_PASSWORD_FILE")
-    target = resolve_url(url or DEFAULT_URL)
-    if target.drivername.startswith("sqlite") and target.database:
-        check_writable(os.path.dirname(os.path.abspath(target.database)), "the SQLite folder")
-    try:
-        engine = sqlalchemy.create_engine(target)
-        with engine.connect():
-            pass
-        engine.dispose()
-    except Exception as error:  # any driver error: report it, with the URL masked
-        reason = str(error).splitlines()[0]
-        raise SystemExit(f"hitstream: the database at {mask_url(target)} is unreachable ({reason}). Start the "
-                         "local stack with `hitstream up`, or fix --jdbc-url.") from None
-
-
-def check_writable(path: str, what: str) -> None:
-    folder = os.path.abspath(path)
-    try:
-        os.makedirs(folder, exist_ok=True)
-        probe = os.path.join(folder, ".hitstream-write-check")
-        with open(probe, "w"):
-            pass
-        os.remove(probe)
-    except OSError as error:
-        raise SystemExit(f"hitstream: {what} {folder} is not writable ({error}); choose another folder.") from None
-
-
-def first_bootstrap(servers: str) -> str:
-    return servers.split(",")[0].strip()
