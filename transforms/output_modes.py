@@ -97,7 +97,7 @@ from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 from apache_beam.transforms.window import GlobalWindows, WindowFn
 from apache_beam.utils import windowed_value
 
-from transforms.rows import Snapshot
+from transforms.rows import Snapshot, replaces, result_key
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -362,11 +362,6 @@ class EmitChanged(beam.PTransform):
 _TABLE_KEY = "table"  # every row of a complete-mode table shares one key: the table lives in one state cell
 
 
-def _row_key(row: tuple) -> tuple:
-    # Every result row ends with `count`; everything before it identifies the row (window bounds, zipcode, isp).
-    return tuple(row[:-1])
-
-
 def _key_by_table(row: tuple) -> Tuple[str, tuple]:
     return _TABLE_KEY, row
 
@@ -383,9 +378,9 @@ class LatestRowsCombineFn(beam.CombineFn):
         return {}
 
     def add_input(self, accumulator: Dict[tuple, tuple], row: tuple) -> Dict[tuple, tuple]:
-        key = _row_key(row)
+        key = result_key(row)
         seen = accumulator.get(key)
-        if seen is None or row[-1] > seen[-1]:
+        if replaces(row, seen):
             accumulator[key] = row
         return accumulator
 
@@ -395,7 +390,7 @@ class LatestRowsCombineFn(beam.CombineFn):
         for accumulator in accumulators:
             for key, row in accumulator.items():
                 seen = merged.get(key)
-                if seen is None or row[-1] > seen[-1]:
+                if replaces(row, seen):
                     merged[key] = row
         return merged
 
@@ -422,7 +417,7 @@ class CompleteTableFn(beam.DoFn):
         changed = False
         for key, row in changes.items():
             seen = table.get(key)
-            if seen is None or row[-1] > seen[-1]:
+            if replaces(row, seen):
                 table[key] = row
                 changed = True
         if not changed:

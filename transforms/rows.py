@@ -106,3 +106,14 @@ class Snapshot(NamedTuple):
     """
     batch_id: int
     rows: tuple
+
+
+def result_key(row: tuple) -> tuple:
+    """A result row's identity (ZipCount, IspCount, WindowCount): every field before its count."""
+    return tuple(row[:-1])
+
+
+def replaces(row: tuple, seen: Optional[tuple]) -> bool:
+    """Whether result `row` replaces `seen`, the row held for the same key: the higher count wins. Accumulating
+    totals only grow, so this keeps the newest whatever order a runner delivers rows in."""
+    return seen is None or row[-1] > seen[-1]

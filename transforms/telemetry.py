@@ -15,9 +15,9 @@ from __future__ import annotations
 import dataclasses
 import operator
 import threading
-from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 
-from transforms.rows import IspCount, WindowCount, ZipCount
+from transforms.rows import IspCount, WindowCount, ZipCount, result_key
 
 _MIN_MICROS = -(2 ** 62)  # anything below is Beam's MIN_TIMESTAMP: no watermark yet
 _AVG_SAMPLE = 64
@@ -59,16 +59,8 @@ class IntervalCounts:
     event_count: int = 0
 
 
-# Row types of the blog's aggregations -> (query name, key of a row).
-_RESULT_KEYS: Dict[type, Tuple[str, Callable[[tuple], tuple]]] = {
-    ZipCount: ("zip_counts", lambda r: (r.zipcode,)),
-    IspCount: ("isp_counts", lambda r: (r.isp,)),
-    WindowCount: ("zip_window_counts", lambda r: (r.window_start, r.window_end, r.zipcode)),
-}
-
-
-def _result_key(row: tuple) -> Optional[Tuple[str, Callable[[tuple], tuple]]]:
-    return _RESULT_KEYS.get(type(row))
+# Row types of the blog's aggregations -> their query.
+_RESULT_QUERIES: Dict[type, str] = {ZipCount: "zip_counts", IspCount: "isp_counts", WindowCount: "zip_window_counts"}
 
 
 class ProgressRegistry:
@@ -170,13 +162,12 @@ class ProgressRegistry:
                 self._keep_result(written, snapshot)
 
     def _keep_result(self, rows, replace: bool) -> None:
-        found = _result_key(rows[0])
-        if found is None:
+        query = _RESULT_QUERIES.get(type(rows[0]))
+        if query is None:
             return
-        query, key = found
         table = {} if replace else self._results.setdefault(query, {})
         for row in rows:
-            table[key(row)] = row
+            table[result_key(row)] = row
         self._results[query] = table
 
     # reads ------------------------------------------------------------------------------------------------------

@@ -38,7 +38,7 @@ from apache_beam.transforms.trigger import AccumulationMode, AfterCount, Repeate
 from apache_beam.transforms.window import GlobalWindows
 
 from transforms import telemetry
-from transforms.rows import HitBatch, Snapshot
+from transforms.rows import HitBatch, Snapshot, replaces
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -81,9 +81,10 @@ def key_columns_of(row: tuple) -> Tuple[str, ...]:
 
 
 def _newer(row: tuple, seen: tuple) -> bool:
-    """Whether `row` should replace `seen` for the same key: the higher count wins; otherwise the first stays."""
+    """Whether `row` should replace `seen` for the same key: for result rows the higher count wins
+    (`rows.replaces`); any other row (a Hit, a dead letter) is the same record again, and the first stays."""
     fields = getattr(row, "_fields", ())
-    return bool(fields) and fields[-1] == "count" and row[-1] > seen[-1]
+    return bool(fields) and fields[-1] == "count" and replaces(row, seen)
 
 
 def dedupe(rows: Sequence[tuple]) -> List[tuple]:
