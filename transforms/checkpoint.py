@@ -39,6 +39,7 @@ from typing import Callable, Dict, Iterable, List, NamedTuple, Optional, Tuple
 import apache_beam as beam
 import orjson
 
+from transforms.durable import write_atomically
 from transforms.queries import DropLateFn, bucket_counts, key_counts
 from transforms.rows import Hit, HitBatch
 
@@ -143,7 +144,7 @@ class AggregateCheckpoint:
         def save() -> None:
             with counts.save_lock:
                 if end > counts.saved_offset:  # finalizations may run out of order
-                    _write_atomically(path, document)
+                    write_atomically(path, document, temp=f"{path}.{os.getpid()}.tmp")
                     counts.saved_offset = end
 
         return save
@@ -201,22 +202,6 @@ class PartitionCounts:
 # (directory, topic, partition) -> PartitionCounts, shared by the read and the counter of one worker process.
 _REGISTRY: Dict[Tuple[str, str, int], PartitionCounts] = {}
 _LOCK = threading.Lock()
-
-
-def _write_atomically(path: str, document: bytes) -> None:
-    folder = os.path.dirname(path)
-    os.makedirs(folder, exist_ok=True)
-    temp = f"{path}.{os.getpid()}.tmp"
-    with open(temp, "wb") as file:
-        file.write(document)
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(temp, path)
-    descriptor = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
 
 
 class CountForCheckpointFn(beam.DoFn):

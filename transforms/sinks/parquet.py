@@ -62,6 +62,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from transforms.durable import fsync_dir, write_atomically
 from transforms.rows import DeadLetter, Hit, Snapshot
 from transforms.sinks.base import RetryPolicy, Sink, SinkWriter, idempotency_key
 from transforms.sinks.tables import schema_of, to_arrow, utc_day
@@ -133,14 +134,6 @@ def runs_of(offsets: Iterable[int]) -> List[List[int]]:
 
 
 # -- the commit log ---------------------------------------------------------------------------------------------
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _key_json(key: tuple) -> str:
@@ -297,15 +290,8 @@ class CommitLog:
             self._fsync_partition_dirs()
         entry = {"snapshot": True, "offsets": [[t, p, r.runs()] for (t, p), r in sorted(self._offsets.items())],
                  "keys": sorted(self._keys)}
-        temp = self.log_path + ".compact"
-        with open(temp, "wb") as log:
-            log.write(orjson.dumps(entry) + b"\n")
-            log.flush()
-            if self._durable:
-                os.fsync(log.fileno())
-        os.replace(temp, self.log_path)
-        if self._durable:
-            _fsync_dir(self.log_dir)
+        write_atomically(self.log_path, orjson.dumps(entry) + b"\n", temp=self.log_path + ".compact",
+                         durable=self._durable)
         self._txns_since_compaction = 0
         self._read_inode = None  # re-read the compacted log on the next catch-up
         self._catch_up()
@@ -315,7 +301,7 @@ class CommitLog:
         # Renames must be durable before the transactions that name them leave the log.
         for root, dirs, _files in os.walk(self.base_path):
             dirs[:] = [d for d in dirs if not d.startswith(("_", "."))]
-            _fsync_dir(root)
+            fsync_dir(root)
 
 
 # -- the writer -------------------------------------------------------------------------------------------------
@@ -437,7 +423,7 @@ class ParquetWriter(SinkWriter):
                     os.fsync(out.fileno())
             files.append([temp, final])
         if self._durable:
-            _fsync_dir(os.path.join(self._base_path, TEMP_DIR))
+            fsync_dir(os.path.join(self._base_path, TEMP_DIR))
         return files
 
 
