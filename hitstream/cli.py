@@ -56,7 +56,7 @@ def _cmd_run(args, rest) -> int:
 
 
 def _cmd_sql(args) -> int:
-    from transforms.sinks.memory import query_remote
+    from hitstream.sql_client import query_remote
     result = query_remote(args.query, port=args.port)
     print(result)
     return 0

@@ -4,7 +4,7 @@ Started by the memory sink in its worker (with LOOPBACK that is the process that
 127.0.0.1:<dashboard port> unless told otherwise. Endpoints, all GET, all JSON:
 
 * `/sql?q=<SELECT ...>[&limit=N]` -> `{"columns": [...], "rows": [[...]], "truncated": bool}`, or 400 with
-  `{"error": "..."}` (refused or failing SQL; see `transforms.sinks.memory` for the rules);
+  `{"error": "..."}` (refused or failing SQL; see `transforms.sinks.memory_store` for the rules);
 * `/tables` -> `{"tables": [...]}`;
 * `/health` -> `{"ok": true}`.
 
@@ -50,7 +50,7 @@ def add_route(path: str, handler: Route) -> None:
 
 
 def _sql(params: Dict[str, str]) -> Tuple[int, object]:
-    from transforms.sinks.memory import DEFAULT_ROW_LIMIT, SqlError, memory_sql_result
+    from transforms.sinks.memory_store import DEFAULT_ROW_LIMIT, SqlError, memory_sql_result
     query = params.get("q", "")
     try:
         limit = min(MAX_ROW_LIMIT, max(1, int(params.get("limit", DEFAULT_ROW_LIMIT))))
@@ -63,7 +63,7 @@ def _sql(params: Dict[str, str]) -> Tuple[int, object]:
 
 
 def _tables(params: Dict[str, str]) -> Tuple[int, object]:
-    from transforms.sinks.memory import STORE
+    from transforms.sinks.memory_store import STORE
     return 200, {"tables": STORE.tables()}
 
 

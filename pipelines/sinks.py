@@ -15,12 +15,13 @@ from typing import Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 import apache_beam as beam
 
 from pipelines.options import KafkaClientSettings, SinkChoice, kafka_client_settings
+from runners.locality import check_local_runner
 from transforms.output_modes import OutputMode
 from transforms.sinks.console import WriteToConsole
 from transforms.sinks.foreach import ForeachWriter, KafkaAndSqliteFanOut, WriteToForeach, WriteToForeachBatch
 from transforms.sinks.jdbc import DEFAULT_URL, WriteToJdbc
 from transforms.sinks.kafka import WriteDeadLettersToKafka, WriteToKafka
-from transforms.sinks.memory import WriteToMemory, check_local_runner
+from transforms.sinks.memory import WriteToMemory
 from transforms.sinks.parquet import WriteDeadLettersToParquet, WriteToParquet
 from transforms.sinks.tables import QUERY_ROW_TYPES
 

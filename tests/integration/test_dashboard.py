@@ -34,7 +34,7 @@ from hitstream.generator import ProduceSpec, produce
 from hitstream.job import observe_job
 from transforms import telemetry
 from transforms.rows import ZipCount
-from transforms.sinks.memory import STORE
+from transforms.sinks.memory_store import STORE
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "artifacts"

@@ -18,7 +18,9 @@ import runners
 from hitstream import server
 from hitstream.generator import ProduceSpec, produce
 from pipelines.blog import build_pipeline
-from transforms.sinks.memory import STORE, RemoteRunnerError, SqlError, memory_sql, query_remote
+from hitstream.sql_client import query_remote
+from runners.locality import RemoteRunnerError
+from transforms.sinks.memory_store import STORE, SqlError, memory_sql
 
 pytestmark = pytest.mark.timeout(600)
 

@@ -13,7 +13,7 @@ from hitstream import dashboard, server
 from hitstream.progress import StreamingQuery
 from tests.security.net import free_port, get, other_addresses, refuses
 from transforms.rows import ZipCount
-from transforms.sinks.memory import STORE
+from transforms.sinks.memory_store import STORE
 
 MARKER = "hitstream-local-file-marker"
 

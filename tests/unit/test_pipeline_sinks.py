@@ -11,7 +11,7 @@ from pipelines.options import HitstreamOptions, SinkChoice
 from pipelines.sinks import SinkSettings, check_sink_choices, sink_for
 from transforms.rows import WindowCount
 from transforms.sinks.base import Sink
-from transforms.sinks.memory import STORE, memory_sql
+from transforms.sinks.memory_store import STORE, memory_sql
 
 UTC = datetime.timezone.utc
 
@@ -48,7 +48,7 @@ def test_registry_refuses_a_hostile_jdbc_table_name():
 
 
 def test_registry_refuses_memory_on_dataflow():
-    from transforms.sinks.memory import RemoteRunnerError
+    from runners.locality import RemoteRunnerError
     with pytest.raises(RemoteRunnerError, match="Dataflow"):
         _sink("zip_counts=memory:update", _options("--runner=DataflowRunner", "--sink=zip_counts=memory:update"))
 

@@ -10,9 +10,10 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from hitstream import server
 from transforms.rows import Hit, IspCount, Snapshot, WindowCount, ZipCount
-from transforms.sinks.memory import (
-    STORE, MemoryWriter, RemoteRunnerError, RemoteSqlError, SqlError, check_local_runner, memory_sql,
-    memory_sql_result, query_remote)
+from hitstream.sql_client import RemoteSqlError, query_remote
+from runners.locality import RemoteRunnerError, check_local_runner
+from transforms.sinks.memory import MemoryWriter
+from transforms.sinks.memory_store import STORE, SqlError, memory_sql, memory_sql_result
 
 pytestmark = pytest.mark.timeout(60)
 
