@@ -11,7 +11,8 @@ from __future__ import annotations
 import logging
 
 from hitstream import dashboard, server
-from hitstream.progress import DEFAULT_INTERVAL, StreamingQuery, TerminalProgress, query_id_for, terminal_wanted
+from hitstream.progress import DEFAULT_INTERVAL, StreamingQuery, query_id_for
+from hitstream.terminal import TerminalProgress, terminal_wanted
 from pipelines.options import Settings
 
 _LOGGER = logging.getLogger(__name__)

@@ -10,7 +10,7 @@ import time
 import pytest
 from rich.console import Console
 
-from hitstream import dashboard, progress
+from hitstream import dashboard, progress, terminal
 from transforms import telemetry
 from transforms.rows import Hit, Snapshot, WindowCount, ZipCount
 
@@ -272,11 +272,11 @@ def test_terminal_progress_only_on_a_tty_unless_forced(monkeypatch):
             return self._tty
 
     monkeypatch.delenv("HITSTREAM_PROGRESS", raising=False)
-    assert progress.terminal_wanted(Stream(True)) and not progress.terminal_wanted(Stream(False))
+    assert terminal.terminal_wanted(Stream(True)) and not terminal.terminal_wanted(Stream(False))
     monkeypatch.setenv("HITSTREAM_PROGRESS", "1")
-    assert progress.terminal_wanted(Stream(False))
+    assert terminal.terminal_wanted(Stream(False))
     monkeypatch.setenv("HITSTREAM_PROGRESS", "0")
-    assert not progress.terminal_wanted(Stream(True))
+    assert not terminal.terminal_wanted(Stream(True))
 
 
 def test_terminal_panel_shows_rates_lag_watermark_and_sinks(registry):
@@ -286,14 +286,14 @@ def test_terminal_panel_shows_rates_lag_watermark_and_sinks(registry):
     registry.record_sink("memory.zip_counts", [ZipCount("94107", 890)])
     record = _progress(registry, batch_id=4, elapsed=1.0)
     console = Console(file=io.StringIO(), width=110, force_terminal=False)
-    console.print(progress.render_progress(record))
+    console.print(terminal.render_progress(record))
     text = console.file.getvalue()
     for expected in ("900.0 rows/s", "hits[2]", "100", "2026-11-23T19:05:00.000Z", "memory.zip_counts", "0 / 10",
                      "batch", "KafkaV2[Subscribe[hits]]", "hitstream · test"):
         assert expected in text, (expected, text)
 
     stream = io.StringIO()
-    panel = progress.TerminalProgress(stream=stream)
+    panel = terminal.TerminalProgress(stream=stream)
     query = progress.StreamingQuery(name="blog[term]", interval=60, registry=telemetry.ProgressRegistry())
     query.add_listener(panel)
     query.start()
