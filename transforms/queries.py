@@ -64,7 +64,7 @@ class DropLateFn(beam.DoFn):
         self._unwindowable = Metrics.counter(METRICS_NAMESPACE, "unwindowable_records")
         self._hits_in = Metrics.counter(METRICS_NAMESPACE, WINDOW_HITS_IN)
         self._slots_in = Metrics.counter(METRICS_NAMESPACE, WINDOW_SLOTS_IN)
-        self._window_us = tuple(int(round(v * 1e6)) for v in window) if window else None
+        self._window_us = window_micros(window) if window else None
         margin = datetime.timedelta(seconds=window[0] if window else 0)
         self._earliest = datetime.datetime.min.replace(tzinfo=datetime.timezone.utc) + margin
         self._latest = datetime.datetime.max.replace(tzinfo=datetime.timezone.utc) - margin
@@ -107,6 +107,11 @@ class DropLateFn(beam.DoFn):
     def on_time(self, hit: Hit) -> bool:
         """What process() keeps, without counting: for the aggregation checkpoint's copy of the counts."""
         return not hit.late and self.windowable(hit)
+
+
+def window_micros(window: Tuple[float, float, float]) -> Tuple[int, int, int]:
+    """Sliding windows' (size, period, offset) from seconds to microseconds, as event times are counted."""
+    return tuple(int(round(v * 1e6)) for v in window)
 
 
 def window_slots(hits: int, micros: int, window_us: Tuple[int, int, int]) -> int:
@@ -250,7 +255,7 @@ def bucket_counts(hits: Iterable[Hit], key_field: str, window: Tuple[float, floa
     windows, so one partial per bucket is exact; otherwise the bucket is the exact timestamp.
     """
     key_of = operator.attrgetter(key_field)
-    size, period, offset = (int(round(v * 1e6)) for v in window)
+    size, period, offset = window_micros(window)
     bucket_us = period if size % period == 0 else 1
     groups: Dict[tuple, list] = {}
     for hit in hits:
@@ -267,7 +272,7 @@ class StampSeedFn(beam.DoFn):
     count in `window_slots_in` (restored hits reach no DropLateFn)."""
 
     def __init__(self, window: Optional[Tuple[float, float, float]]) -> None:
-        self._window_us = tuple(int(round(v * 1e6)) for v in window) if window else None
+        self._window_us = window_micros(window) if window else None
         self._slots_in = Metrics.counter(METRICS_NAMESPACE, WINDOW_SLOTS_IN)
 
     def process(self, partial: tuple) -> Iterator[Any]:
