@@ -54,7 +54,7 @@ def main(argv=None):
                         keep_events=False))
     raw = raw_loop(args.bootstrap_servers, topic, args.count)
     native = beam_source(args.bootstrap_servers, topic, args.count)
-    print(f"| reader | records | seconds | records/s |\n|---|---|---|---|")
+    print("| reader | records | seconds | records/s |\n|---|---|---|---|")
     print(f"| raw confluent-kafka loop | {args.count} | {raw:.1f} | {args.count / raw:,.0f} |")
     print(f"| hitstream source on Prism | {args.count} | {native:.1f} | {args.count / native:,.0f} |")
     print(f"ratio source/raw = {raw / native:.2f}")

@@ -26,6 +26,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from hitstream import server
 from hitstream.progress import RESULT_WINDOWS, StreamingQuery
+from transforms.times import iso_utc
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -68,7 +69,7 @@ def _status(params: Dict[str, str]) -> Tuple[int, object]:
 
 def _iso(moment: Any) -> str:
     if isinstance(moment, datetime.datetime):
-        return moment.astimezone(datetime.timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+        return iso_utc(moment, timespec="seconds")
     return str(moment)
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import datetime
 import logging
 import random
 import time
@@ -16,6 +15,8 @@ from typing import Optional
 import orjson
 from confluent_kafka import KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
+
+from transforms.times import from_millis, iso_utc
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -118,8 +119,7 @@ def _zipcodes(n: int) -> list:
 
 
 def _iso(ms: int) -> str:
-    return datetime.datetime.fromtimestamp(ms / 1000, datetime.timezone.utc).isoformat(timespec="milliseconds") \
-        .replace("+00:00", "Z")
+    return iso_utc(from_millis(ms))
 
 
 def produce(spec: ProduceSpec, on_progress=None) -> ProduceReport:

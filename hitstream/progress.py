@@ -55,7 +55,6 @@ count a retried task. Sources other than Kafka (socket, directory) show input ro
 from __future__ import annotations
 
 import collections
-import datetime
 import logging
 import os
 import threading
@@ -64,6 +63,7 @@ import uuid
 from typing import Any, Deque, Dict, List, Optional, Tuple
 
 from transforms.telemetry import REGISTRY, IntervalCounts, PartitionState, ProgressRegistry, SinkCounts
+from transforms.times import iso_utc_micros
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -72,17 +72,7 @@ RECENT_PROGRESS = 100  # Spark's spark.sql.streaming.numRecentProgressUpdates
 RESULT_WINDOWS = 12  # windows of zip_window_counts kept for the dashboard's pies
 
 
-def _iso(micros: Optional[float]) -> Optional[str]:
-    """Epoch microseconds -> Spark's timestamp text, 2026-11-23T19:02:41.123Z; None stays None."""
-    if micros is None:
-        return None
-    try:
-        moment = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc) + datetime.timedelta(
-            microseconds=int(micros))
-    except OverflowError:
-        return None
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
+_iso = iso_utc_micros  # Spark's timestamp text, 2026-11-23T19:02:41.123Z
 
 def _now_iso() -> str:
     return _iso(time.time() * 1e6)

@@ -27,7 +27,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.runner import PipelineState
 
 import runners
-from pipelines.options import QUERIES, HitstreamOptions, KafkaClientSettings, Settings, kafka_client_settings
+from pipelines.options import HitstreamOptions, KafkaClientSettings, Settings, kafka_client_settings
 from pipelines.preflight import preflight
 from pipelines.sinks import SinkSettings, check_sink_choices, dead_letter_sinks, sink_for
 from runners.jars import java_jar
@@ -35,7 +35,8 @@ from transforms.checkpoint import AggregateCheckpoint, CountForCheckpointFn, Que
 from transforms.directory_source import ReadFromDirectory
 from transforms.kafka_java import ReadFromKafkaJava
 from transforms.kafka_source import KafkaSourceConfig, ReadFromKafka
-from transforms.output_modes import OutputConfig, OutputMode
+from transforms.catalog import QUERIES
+from transforms.output_modes import OutputConfig, OutputMode, QueryKind
 from transforms.parse import ParseHits
 from transforms.queries import IspCounts, ZipCounts, ZipWindowCounts, window_accounting
 from transforms.socket_source import ReadFromSocket
@@ -101,7 +102,7 @@ def _query(name: str, mode: OutputMode, settings: Settings, batched: bool, seed:
 def _aggregate_checkpoint(hs: HitstreamOptions, settings: Settings) -> Optional[AggregateCheckpoint]:
     """With --checkpoint-dir on the Kafka fast path: what the aggregation checkpoint counts (one entry per query,
     whatever its modes)."""
-    queries = {choice.query for choice in settings.sinks if QUERIES[choice.query].value != "projection"}
+    queries = {choice.query for choice in settings.sinks if QUERIES[choice.query].kind is not QueryKind.PROJECTION}
     specs = []
     for name in sorted(queries):
         query = _query(name, OutputMode.UPDATE, settings, batched=True)
@@ -132,7 +133,7 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions, records: Optional
     for label, sink in dead_letter_sinks(sink_settings):
         parsed.dead_letter | label >> sink
     for choice in settings.sinks:
-        name = choice.query if QUERIES[choice.query].value == "projection" else f"{choice.query}:{choice.mode.value}"
+        name = choice.query if QUERIES[choice.query].kind is QueryKind.PROJECTION else f"{choice.query}:{choice.mode.value}"
         if name not in outputs:
             label = "".join(part.title() for part in choice.query.split("_")) + choice.mode.value.title()
             seed = checkpoint.seed(choice.query) if checkpoint else ()

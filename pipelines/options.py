@@ -12,16 +12,11 @@ from typing import Dict, List
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from transforms.catalog import QUERIES
 from transforms.output_modes import OutputConfig, OutputMode, QueryKind, Trigger, parse_duration
 
 _LOGGER = logging.getLogger(__name__)
 
-QUERIES = {
-    "hits": QueryKind.PROJECTION,
-    "zip_counts": QueryKind.AGGREGATION,
-    "isp_counts": QueryKind.AGGREGATION,
-    "zip_window_counts": QueryKind.WINDOWED_AGGREGATION,
-}
 SINK_KINDS = ("console", "memory", "parquet", "jdbc", "kafka", "foreach")
 
 # The blog's wiring: raw hits to partitioned files, windowed counts to memory and the console, running counts to
@@ -48,7 +43,7 @@ class SinkChoice:
             raise ValueError(f"--sink {text!r}: unknown query {query!r}; choose from {', '.join(QUERIES)}")
         if sink not in SINK_KINDS:
             raise ValueError(f"--sink {text!r}: unknown sink {sink!r}; choose from {', '.join(SINK_KINDS)}")
-        default = "append" if QUERIES[query] is QueryKind.PROJECTION else "update"
+        default = "append" if QUERIES[query].kind is QueryKind.PROJECTION else "update"
         return cls(query, sink, OutputMode.parse(mode or default))
 
 
@@ -258,6 +253,6 @@ class Settings:
     def validate(self) -> None:
         for choice in self.sinks:
             OutputConfig(mode=choice.mode, trigger=self.trigger, watermark_delay=self.watermark_delay).validate(
-                QUERIES[choice.query], choice.query)
+                QUERIES[choice.query].kind, choice.query)
         if self.window_period <= 0 or self.window_size <= 0:
             raise ValueError("--window-size and --window-period must be positive")

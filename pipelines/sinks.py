@@ -23,7 +23,7 @@ from transforms.sinks.jdbc import DEFAULT_URL, WriteToJdbc
 from transforms.sinks.kafka import WriteDeadLettersToKafka, WriteToKafka
 from transforms.sinks.memory import WriteToMemory
 from transforms.sinks.parquet import WriteDeadLettersToParquet, WriteToParquet
-from transforms.sinks.tables import QUERY_ROW_TYPES
+from transforms.catalog import ROW_TYPES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,7 +84,7 @@ _FACTORIES: Dict[str, Callable[[SinkChoice, SinkSettings], beam.PTransform]] = {
     "console": lambda c, s: WriteToConsole(c.query, s.console_num_rows, s.console_truncate),
     "memory": lambda c, s: WriteToMemory(c.query, append=c.mode is OutputMode.APPEND),
     "parquet": lambda c, s: WriteToParquet(s.parquet_path_for(c.query), s.parquet_partition_by, s.checkpoint_dir,
-                                           row_type=QUERY_ROW_TYPES[c.query], name=c.query),
+                                           row_type=ROW_TYPES[c.query], name=c.query),
     "jdbc": lambda c, s: WriteToJdbc(s.jdbc_url, s.jdbc_table, query=c.query),
     "kafka": lambda c, s: WriteToKafka(s.bootstrap_servers, s.output_topic, s.kafka_value_format,
                                        producer_config=dict(s.kafka_client), name=f"{c.query}.{s.output_topic}"),

@@ -10,5 +10,5 @@ def pipeline_args(streaming: bool, job_name: str, checkpoint_dir: str) -> list:
     if streaming:
         args += ["--checkpointing_interval=10000"]
     if checkpoint_dir:
-        args += [f"--state_backend=filesystem", f"--state_backend_storage_path=file://{checkpoint_dir}/flink"]
+        args += ["--state_backend=filesystem", f"--state_backend_storage_path=file://{checkpoint_dir}/flink"]
     return args

@@ -26,26 +26,22 @@ from typing import Any, Dict, Iterator, NamedTuple, Optional, Union
 import apache_beam as beam
 import orjson
 from apache_beam import pvalue
-from apache_beam.metrics import Metrics
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
 from transforms import telemetry
+from transforms.catalog import DEAD_LETTER
 from transforms.rows import DeadLetter, Hit, HitBatch, KafkaBatch, KafkaRecord, new_row
+from transforms.times import UTC, from_millis, to_micros, utc_day
 
 _LOGGER = logging.getLogger(__name__)
 
-METRICS_NAMESPACE = "hitstream"
 PARSE_STEP = "parse"
-DEAD_LETTER_TAG = "dead_letter"
+DEAD_LETTER_TAG = DEAD_LETTER  # the parse's tagged output
 
 OPTIONAL_FIELDS = ("isp", "ip", "city", "state", "country", "user_id", "url")
 
-_UTC = datetime.timezone.utc
 _FROMISOFORMAT_TAKES_Z = sys.version_info >= (3, 11)
-_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=_UTC)
-_ONE_MICROSECOND = datetime.timedelta(microseconds=1)
-_ONE_MILLISECOND = datetime.timedelta(milliseconds=1)
 _MAX_SHOWN = 64  # characters of an offending value quoted in an error message
 
 _JSON_TYPE_NAMES = {
@@ -78,7 +74,7 @@ def parse_hittime(raw: Any) -> datetime.datetime:
     # bool is a subclass of int in Python, but `true` is not a time: check the exact type.
     if type(raw) is int:
         try:
-            return _EPOCH + raw * _ONE_MILLISECOND
+            return from_millis(raw)
         except OverflowError:
             raise ParseError(
                 f"field 'hittime' is out of range: {raw} epoch milliseconds is outside years 1..9999") from None
@@ -95,14 +91,14 @@ def parse_hittime(raw: Any) -> datetime.datetime:
     except ValueError:
         # Years above 9999 land here too: datetime cannot represent them.
         raise ParseError(f"field 'hittime' is not an ISO-8601 time with a year in 1..9999: {_shown(raw)}") from None
-    if parsed.tzinfo is _UTC:
+    if parsed.tzinfo is UTC:
         return parsed  # 'Z' or +00:00, the usual case: already UTC
     if parsed.tzinfo is None or parsed.utcoffset() is None:
         # A naive time would be read in whatever zone the worker runs in, so the same message could land in
         # different windows on different machines. Refuse it instead of guessing UTC.
         raise ParseError(f"field 'hittime' has no UTC offset: {_shown(raw)} (add Z or +HH:MM)")
     try:
-        return parsed.astimezone(_UTC)
+        return parsed.astimezone(UTC)
     except (OverflowError, ValueError):
         # e.g. 0001-01-01T00:00:00+01:00 is before year 1 in UTC.
         raise ParseError(f"field 'hittime' is out of range in UTC: {_shown(raw)}") from None
@@ -164,25 +160,7 @@ def parse_fields(value: Optional[bytes]) -> tuple:
     isp = optional[0]
     if isp is not None and len(isp) > MAX_ISP_CHARACTERS:
         raise ParseError(f"field 'isp' is longer than {MAX_ISP_CHARACTERS} characters: {_shown(isp)}")
-    return (hittime, zipcode, *optional, _utc_day(hittime))
-
-
-_DAYS: Dict[int, str] = {}  # date ordinal -> YYYY-MM-DD: a stream's hits fall on a few days
-
-
-def _utc_day(moment: datetime.datetime) -> str:
-    ordinal = moment.toordinal()
-    day = _DAYS.get(ordinal)
-    if day is None:
-        if len(_DAYS) >= 4096:  # hostile input spread over many days: stay small
-            _DAYS.clear()
-        day = _DAYS[ordinal] = moment.date().isoformat()
-    return day
-
-
-def to_micros(moment: datetime.datetime) -> int:
-    """Epoch microseconds of a UTC-aware datetime, exactly (no float rounding)."""
-    return (moment - _EPOCH) // _ONE_MICROSECOND
+    return (hittime, zipcode, *optional, utc_day(hittime))
 
 
 def parse_record(record: KafkaRecord) -> Union[Hit, DeadLetter]:
@@ -203,15 +181,14 @@ class ParseHitFn(beam.DoFn):
     """KafkaRecord -> Hit (main output, timestamped at hittime) or DeadLetter (tagged `dead_letter`)."""
 
     def __init__(self) -> None:
-        self._dead_letters = Metrics.counter(METRICS_NAMESPACE, "dead_letters")
+        self._telemetry = telemetry.ParseTelemetry()
 
     def process(self, record: KafkaRecord) -> Iterator[Union[TimestampedValue, pvalue.TaggedOutput]]:
         parsed = parse_record(record)
-        telemetry.record_parsed(1, (parsed,) if isinstance(parsed, Hit) else ())
+        self._telemetry.parsed(1, (parsed,) if isinstance(parsed, Hit) else ())
         if isinstance(parsed, Hit):
             yield TimestampedValue(parsed, Timestamp(micros=to_micros(parsed.hittime)))
         else:
-            self._dead_letters.inc()
             yield pvalue.TaggedOutput(DEAD_LETTER_TAG, parsed)
 
 
@@ -228,7 +205,7 @@ class ParseHitBatchFn(beam.DoFn):
     bad record."""
 
     def __init__(self) -> None:
-        self._dead_letters = Metrics.counter(METRICS_NAMESPACE, "dead_letters")
+        self._telemetry = telemetry.ParseTelemetry()
 
     def process(self, batch: Union[KafkaBatch, ParsedBatch]) -> Iterator[Union[HitBatch, pvalue.TaggedOutput]]:
         results = batch.results if type(batch) is ParsedBatch else [parse_record(r) for r in batch.records]
@@ -237,9 +214,8 @@ class ParseHitBatchFn(beam.DoFn):
             if type(parsed) is Hit:
                 hits.append(parsed)
             else:
-                self._dead_letters.inc()
                 yield pvalue.TaggedOutput(DEAD_LETTER_TAG, parsed)
-        telemetry.record_parsed(len(results), hits)
+        self._telemetry.parsed(len(results), hits)
         last = results[-1]  # a Hit or a DeadLetter: both carry the record's coordinates
         # Emitted even when empty: the batch's offsets still count as read for the aggregation checkpoint.
         yield HitBatch(tuple(hits), last.topic, last.partition, last.offset + 1)

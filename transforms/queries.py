@@ -28,20 +28,20 @@ import re
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import apache_beam as beam
-from apache_beam.metrics import Metrics, MetricsFilter
+from apache_beam.metrics import MetricsFilter
 from apache_beam.transforms.window import GlobalWindows, IntervalWindow, SlidingWindows, TimestampedValue, WindowFn
 from apache_beam.utils import windowed_value
 from apache_beam.utils.timestamp import Timestamp
 
 from transforms import telemetry
+from transforms.telemetry import (
+    LATE_RECORDS, UNWINDOWABLE_RECORDS, WINDOW_HITS_IN, WINDOW_SLOTS_FINAL, WINDOW_SLOTS_IN)
 from transforms.output_modes import (
     CompleteTable, EmitChanged, OutputConfig, OutputMode, QueryKind, parse_duration)
-from transforms.parse import to_micros
+from transforms.times import to_micros
 from transforms.rows import Hit, HitBatch, IspCount, WindowCount, ZipCount
 
 _LOGGER = logging.getLogger(__name__)
-
-METRICS_NAMESPACE = "hitstream"
 
 # The blog's window: 10 minutes, sliding every 5, starting 2 minutes past the hour.
 DEFAULT_WINDOW_SIZE = 600
@@ -60,10 +60,7 @@ class DropLateFn(beam.DoFn):
     """
 
     def __init__(self, window: Optional[Tuple[float, float, float]] = None) -> None:
-        self._late_records = Metrics.counter(METRICS_NAMESPACE, "late_records")
-        self._unwindowable = Metrics.counter(METRICS_NAMESPACE, "unwindowable_records")
-        self._hits_in = Metrics.counter(METRICS_NAMESPACE, WINDOW_HITS_IN)
-        self._slots_in = Metrics.counter(METRICS_NAMESPACE, WINDOW_SLOTS_IN)
+        self._telemetry = telemetry.WindowTelemetry()
         self._window_us = window_micros(window) if window else None
         margin = datetime.timedelta(seconds=window[0] if window else 0)
         self._earliest = datetime.datetime.min.replace(tzinfo=datetime.timezone.utc) + margin
@@ -83,15 +80,11 @@ class DropLateFn(beam.DoFn):
                 kept.append(hit)
             else:
                 _LOGGER.warning("Dropping hit at %s: its windows fall outside years 1..9999", hit.hittime)
-                self._unwindowable.inc()
+                self._telemetry.unwindowable()
         if late:
-            self._late_records.inc(late)
-            telemetry.record_late(late)
+            self._telemetry.late(late)
         if self._window_us is not None and hits:
-            slots = self._slots(kept)
-            self._hits_in.inc(len(hits))
-            self._slots_in.inc(slots)
-            telemetry.record_windows(len(hits), slots)
+            self._telemetry.windows(len(hits), self._slots(kept))
         return kept
 
     def _slots(self, hits: Sequence[Hit]) -> int:
@@ -121,25 +114,18 @@ def window_slots(hits: int, micros: int, window_us: Tuple[int, int, int]) -> int
     return hits * ((micros - offset) // period - (micros - offset - size) // period)
 
 
-# The window accounting's metrics (namespace `hitstream`), per windowed query step.
-WINDOW_HITS_IN = "window_hits_in"  # valid hits that reached the query
-WINDOW_SLOTS_IN = "window_slots_in"  # (hit, window) memberships of the on-time ones
-WINDOW_SLOTS_FINAL = "window_slots_final"  # the sum of the windows' final (on-time pane) counts
-
-
 class CountFinalWindowsFn(beam.DoFn):
     """(key, total) in a window -> the same; adds the totals of on-time panes, each window's final count, to
     `window_slots_final`. An accumulating on-time pane carries the window's whole count, and so does the single
     pane of append mode. Nothing reaches a window after its on-time pane: late hits are dropped before windowing."""
 
     def __init__(self) -> None:
-        self._final = Metrics.counter(METRICS_NAMESPACE, WINDOW_SLOTS_FINAL)
+        self._telemetry = telemetry.WindowTelemetry()
 
     def process(self, total: Tuple[Any, int],
                 pane: windowed_value.PaneInfo = beam.DoFn.PaneInfoParam) -> Iterator[Tuple[Any, int]]:
         if pane.timing == windowed_value.PaneInfoTiming.ON_TIME:
-            self._final.inc(total[1])
-            telemetry.record_final_windows(total[1])
+            self._telemetry.final_windows(total[1])
         yield total
 
 
@@ -176,16 +162,16 @@ def _query_step(step: str) -> str:
 
 def window_accounting(metrics) -> WindowAccounting:
     """The WindowAccounting of a PipelineResult's `metrics()` (committed values where the runner has them)."""
-    names = (WINDOW_HITS_IN, "late_records", "unwindowable_records", WINDOW_SLOTS_IN, WINDOW_SLOTS_FINAL)
+    names = (WINDOW_HITS_IN, LATE_RECORDS, UNWINDOWABLE_RECORDS, WINDOW_SLOTS_IN, WINDOW_SLOTS_FINAL)
     per_step = collections.defaultdict(lambda: dict.fromkeys(names, 0))
-    for counter in metrics.query(MetricsFilter().with_namespace(METRICS_NAMESPACE))["counters"]:
+    for counter in metrics.query(MetricsFilter().with_namespace(telemetry.NAMESPACE))["counters"]:
         if counter.key.metric.name in names:
             query_step = _query_step(counter.key.step)
             value = counter.committed if counter.committed is not None else counter.attempted
             per_step[query_step][counter.key.metric.name] += value or 0
     steps = list(per_step.values())
     total = {name: sum(step[name] for step in steps) for name in names}
-    return WindowAccounting(total[WINDOW_HITS_IN], total["late_records"], total["unwindowable_records"],
+    return WindowAccounting(total[WINDOW_HITS_IN], total[LATE_RECORDS], total[UNWINDOWABLE_RECORDS],
                             total[WINDOW_SLOTS_IN], total[WINDOW_SLOTS_FINAL],
                             all(step[WINDOW_SLOTS_IN] == step[WINDOW_SLOTS_FINAL] for step in steps))
 
@@ -273,7 +259,7 @@ class StampSeedFn(beam.DoFn):
 
     def __init__(self, window: Optional[Tuple[float, float, float]]) -> None:
         self._window_us = window_micros(window) if window else None
-        self._slots_in = Metrics.counter(METRICS_NAMESPACE, WINDOW_SLOTS_IN)
+        self._telemetry = telemetry.WindowTelemetry()
 
     def process(self, partial: tuple) -> Iterator[Any]:
         key, n, earliest = partial
@@ -281,9 +267,7 @@ class StampSeedFn(beam.DoFn):
             yield key, n
             return
         if self._window_us is not None:
-            slots = window_slots(n, earliest, self._window_us)
-            self._slots_in.inc(slots)
-            telemetry.record_windows(0, slots)
+            self._telemetry.windows(0, window_slots(n, earliest, self._window_us))
         yield TimestampedValue((key, n), Timestamp(micros=earliest))
 
 

@@ -1,24 +1,28 @@
-"""The transforms' telemetry for the driver's progress records: what the Kafka read, the parse, the windowed queries
-and the sinks report as they run, besides their Beam metrics (namespace `hitstream`).
+"""The transforms' telemetry: what the Kafka read, the parse, the windowed queries and the sinks report as they run.
 
-Two channels. The DoFns' Beam metrics are the first: every runner aggregates them and `PipelineResult.metrics()`
-returns them. The second is `REGISTRY`, a process-global, thread-safe set of counters and current result rows that
-the hooks below write to, so the driver's `hitstream/progress.py` (StreamingQueryProgress records, the dashboard)
-can read a live view every second. It sees the workers that run in the driver's process (LOOPBACK: Prism, direct),
-and nothing of workers elsewhere. The driver reads it; nothing here knows the driver.
-
-Each hook returns at once unless a query is active (`REGISTRY.active`), so a job without progress reporting pays one
-attribute read per call.
+Each of those DoFns holds one of the step classes at the bottom (`ReadTelemetry`, `ParseTelemetry`,
+`WindowTelemetry`, `SinkTelemetry`) and calls it once per batch. A call reports on two channels:
+- the step's Beam metrics (namespace `hitstream`), the first: every runner aggregates them, and
+  `PipelineResult.metrics()` returns them;
+- `REGISTRY`, a process-global, thread-safe set of counters and current result rows, so that the driver's
+  `hitstream/progress.py` (StreamingQueryProgress records, the dashboard) can read a live view every second. It sees
+  the workers that run in the driver's process (LOOPBACK: Prism, direct), and nothing of workers elsewhere. A call
+  skips it unless a query is active (`REGISTRY.active`).
+The driver reads this module; nothing here knows the driver.
 """
 from __future__ import annotations
 
 import dataclasses
 import operator
 import threading
-from typing import Any, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
-from transforms.rows import IspCount, WindowCount, ZipCount, result_key
+from apache_beam.metrics import Metrics
 
+from transforms.catalog import AGGREGATION_OF_ROW
+from transforms.rows import result_key
+
+NAMESPACE = "hitstream"  # of every Beam metric hitstream reports
 _MIN_MICROS = -(2 ** 62)  # anything below is Beam's MIN_TIMESTAMP: no watermark yet
 _AVG_SAMPLE = 64
 _HITTIME = operator.attrgetter("hittime")
@@ -57,10 +61,6 @@ class IntervalCounts:
     event_max: Optional[float] = None
     event_sum: float = 0.0
     event_count: int = 0
-
-
-# Row types of the blog's aggregations -> their query.
-_RESULT_QUERIES: Dict[type, str] = {ZipCount: "zip_counts", IspCount: "isp_counts", WindowCount: "zip_window_counts"}
 
 
 class ProgressRegistry:
@@ -162,7 +162,7 @@ class ProgressRegistry:
                 self._keep_result(written, snapshot)
 
     def _keep_result(self, rows, replace: bool) -> None:
-        query = _RESULT_QUERIES.get(type(rows[0]))
+        query = AGGREGATION_OF_ROW.get(type(rows[0]))
         if query is None:
             return
         table = {} if replace else self._results.setdefault(query, {})
@@ -195,35 +195,112 @@ class ProgressRegistry:
 REGISTRY = ProgressRegistry()
 
 
-# The hooks: one call from each DoFn. Each returns at once unless a query is active.
+# The steps' telemetry: each DoFn holds one and calls it once per batch. Beam metrics first, then the registry.
 
-def record_read(topic: str, partition: int, first_offset: int, next_offset: int, count: int,
-                latest: Optional[int], watermark_state: Tuple[int, int], delay_micros: int, seconds: float) -> None:
-    if REGISTRY.active:
-        REGISTRY.record_read(topic, partition, first_offset, next_offset, count, latest, watermark_state,
-                             delay_micros, seconds)
+class ReadTelemetry:
+    """The Kafka read's: records read, per read call, late at the source, offsets lost to retention."""
+
+    def __init__(self) -> None:
+        self._records = Metrics.counter(NAMESPACE, "kafka_records_read")
+        # One read call is one "trigger" of the read: the distribution's max shows that maxOffsetsPerTrigger holds.
+        self._per_read = Metrics.distribution(NAMESPACE, "kafka_records_per_read")
+        self._late = Metrics.counter(NAMESPACE, "kafka_records_late")
+        self._lost = Metrics.counter(NAMESPACE, "kafka_offsets_lost")
+
+    def read(self, topic: str, partition: int, first_offset: int, next_offset: int, count: int,
+             latest: Optional[int], watermark_state: Tuple[int, int], delay_micros: int, seconds: float) -> None:
+        self._records.inc(count)
+        self._per_read.update(count)
+        if REGISTRY.active:
+            REGISTRY.record_read(topic, partition, first_offset, next_offset, count, latest, watermark_state,
+                                 delay_micros, seconds)
+
+    def late(self, count: int) -> None:
+        """Flagged late at the source; the windowed queries count what they drop (WindowTelemetry.late)."""
+        if count:
+            self._late.inc(count)
+
+    def lost(self, offsets: int) -> None:
+        self._lost.inc(offsets)
 
 
-def record_parsed(records: int, hits: Iterable[Any]) -> None:
-    if REGISTRY.active:
-        REGISTRY.record_parsed(records, hits)
+class ParseTelemetry:
+    """The parse's: records in, dead letters out."""
+
+    def __init__(self) -> None:
+        self._dead_letters = Metrics.counter(NAMESPACE, "dead_letters")
+
+    def parsed(self, records: int, hits: Sequence[Any]) -> None:
+        """`records` parsed, of which `hits` (Hit rows) were valid; the rest were dead letters."""
+        if records > len(hits):
+            self._dead_letters.inc(records - len(hits))
+        if REGISTRY.active:
+            REGISTRY.record_parsed(records, hits)
 
 
-def record_late(count: int = 1) -> None:
-    if REGISTRY.active:
-        REGISTRY.record_late(count)
+# The window accounting's metrics, per windowed query step (see transforms.queries.window_accounting).
+WINDOW_HITS_IN = "window_hits_in"  # valid hits that reached the query
+LATE_RECORDS = "late_records"  # of those, dropped as late
+UNWINDOWABLE_RECORDS = "unwindowable_records"  # dropped: their windows fall outside years 1..9999
+WINDOW_SLOTS_IN = "window_slots_in"  # (hit, window) memberships of the on-time ones
+WINDOW_SLOTS_FINAL = "window_slots_final"  # the sum of the windows' final (on-time pane) counts
 
 
-def record_windows(hits: int, slots: int) -> None:
-    if REGISTRY.active:
-        REGISTRY.record_windows(hits, slots)
+class WindowTelemetry:
+    """A windowed query's: where its hits went (the window accounting)."""
+
+    def __init__(self) -> None:
+        self._hits_in = Metrics.counter(NAMESPACE, WINDOW_HITS_IN)
+        self._late = Metrics.counter(NAMESPACE, LATE_RECORDS)
+        self._unwindowable = Metrics.counter(NAMESPACE, UNWINDOWABLE_RECORDS)
+        self._slots_in = Metrics.counter(NAMESPACE, WINDOW_SLOTS_IN)
+        self._slots_final = Metrics.counter(NAMESPACE, WINDOW_SLOTS_FINAL)
+
+    def late(self, count: int) -> None:
+        self._late.inc(count)
+        if REGISTRY.active:
+            REGISTRY.record_late(count)
+
+    def unwindowable(self) -> None:
+        self._unwindowable.inc()
+
+    def windows(self, hits: int, slots: int) -> None:
+        """`hits` valid hits reached the query; the on-time ones belong to `slots` windows in all."""
+        if hits:
+            self._hits_in.inc(hits)
+        self._slots_in.inc(slots)
+        if REGISTRY.active:
+            REGISTRY.record_windows(hits, slots)
+
+    def final_windows(self, slots: int) -> None:
+        """An on-time pane, a window's final count, counted `slots` (hit, window) memberships."""
+        self._slots_final.inc(slots)
+        if REGISTRY.active:
+            REGISTRY.record_final_windows(slots)
 
 
-def record_final_windows(slots: int) -> None:
-    if REGISTRY.active:
-        REGISTRY.record_final_windows(slots)
+class SinkTelemetry:
+    """A sink's (metrics `<name>.rows_written`, `.write_errors`, `.retries`), and its rows as the live result."""
 
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._rows_written = Metrics.counter(NAMESPACE, f"{name}.rows_written")
+        self._write_errors = Metrics.counter(NAMESPACE, f"{name}.write_errors")
+        self._retries = Metrics.counter(NAMESPACE, f"{name}.retries")
 
-def record_sink(name: str, rows: Any = (), errors: int = 0, seconds: float = 0.0) -> None:
-    if REGISTRY.active:
-        REGISTRY.record_sink(name, rows, errors, seconds)
+    def written(self, rows: Any) -> None:
+        """`rows`: a list of rows, or a complete-mode Snapshot."""
+        self._rows_written.inc(len(rows.rows if hasattr(rows, "batch_id") else rows))
+        if REGISTRY.active:
+            REGISTRY.record_sink(self._name, rows)
+
+    def failed(self, will_retry: bool) -> None:
+        self._write_errors.inc()
+        if will_retry:
+            self._retries.inc()
+        if REGISTRY.active:
+            REGISTRY.record_sink(self._name, errors=1)
+
+    def spent(self, seconds: float) -> None:
+        if REGISTRY.active:
+            REGISTRY.record_sink(self._name, seconds=seconds)

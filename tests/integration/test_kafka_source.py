@@ -2,7 +2,6 @@
 
 References come from what the test itself produced (delivery reports give partition, offset and timestamp).
 """
-import threading
 import time
 import uuid
 

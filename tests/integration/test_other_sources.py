@@ -1,5 +1,4 @@
 """The blog's other streams: a TCP socket and a directory of JSON-lines files, through the same pipeline."""
-import collections
 import os
 import socket
 import threading

@@ -32,7 +32,7 @@ import runners
 from tests.collect import CollectFn, collected
 from tests.unit.test_queries import at, hit, wc
 from transforms.output_modes import OutputConfig
-from transforms.parse import to_micros
+from transforms.times import to_micros
 from transforms.queries import ZipWindowCounts, window_accounting
 
 STEPS = 24

@@ -50,10 +50,10 @@ def test_hooks_do_nothing_while_no_query_is_active():
     assert not telemetry.REGISTRY.active
     telemetry.REGISTRY.drain()
     before = telemetry.REGISTRY.drain(), telemetry.REGISTRY.results()
-    telemetry.record_read("hits-never-read", 0, 0, 10, 10, 10, NO_WATERMARK, 0, 0.1)
-    telemetry.record_parsed(10, [_hit(1)])
-    telemetry.record_late(3)
-    telemetry.record_sink("memory.zip_counts", [ZipCount("94107", 1)])
+    telemetry.ReadTelemetry().read("hits-never-read", 0, 0, 10, 10, 10, NO_WATERMARK, 0, 0.1)
+    telemetry.ParseTelemetry().parsed(10, [_hit(1)])
+    telemetry.WindowTelemetry().late(3)
+    telemetry.SinkTelemetry("memory.zip_counts").written([ZipCount("94107", 1)])
     after = telemetry.REGISTRY.drain(), telemetry.REGISTRY.results()
     assert after == before and after[0]["interval"] == telemetry.IntervalCounts()
 

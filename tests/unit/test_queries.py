@@ -24,7 +24,7 @@ from apache_beam.utils.timestamp import Timestamp
 
 from stack.prism import prism_path
 from transforms.output_modes import OutputConfig, UnsupportedOperationError
-from transforms.parse import to_micros
+from transforms.times import to_micros
 from transforms.queries import IspCounts, ZipCounts, ZipWindowCounts
 from transforms.rows import Hit, IspCount, Snapshot, WindowCount, ZipCount
 

@@ -1,13 +1,13 @@
 """The splittable read of each partition, and `ReadFromKafka`, the transform that wires discovery and the read."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
 from typing import Iterable, Optional
 
 import apache_beam as beam
-from apache_beam.metrics import Metrics
 from apache_beam.utils.timestamp import Duration, Timestamp
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
@@ -18,11 +18,21 @@ from transforms.kafka_source.consumers import HIGH_WATERMARKS, IDLE_CONSUMERS, P
 from transforms.kafka_source.partitions import UNBOUNDED, PartitionSpec, ResolvePartitionsFn, WatchPartitionsFn
 from transforms.kafka_source.restriction import OffsetRangeProvider
 from transforms.kafka_source.watermark import PartitionWatermark, PartitionWatermarkProvider
-from transforms.parse import ParsedBatch, parse_record, to_micros
+from transforms.parse import ParsedBatch, parse_record
+from transforms.times import to_micros
 from transforms.rows import CREATE_TIME, LOG_APPEND_TIME, Hit, KafkaBatch, KafkaRecord, new_row
 from transforms.gc_tuning import tune_gc
 
 _LOGGER = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class _Call:
+    """How far one process() call read, and why it stopped."""
+    next_offset: int  # the offset after the last one claimed (or skipped as deleted)
+    claimed: int = 0
+    past_stop: bool = False  # met a record at or beyond the restriction's stop: the range is read
+    last_poll_empty: bool = False
 
 
 class ReadPartitionsFn(beam.DoFn):
@@ -35,12 +45,7 @@ class ReadPartitionsFn(beam.DoFn):
 
     def setup(self):
         tune_gc()
-        self._records = Metrics.counter("hitstream", "kafka_records_read")
-        self._late = Metrics.counter("hitstream", "kafka_records_late")
-        self._data_loss = Metrics.counter("hitstream", "kafka_offsets_lost")
-        # Records claimed per process() call: one call is one "trigger" of the read, so its max shows that
-        # maxOffsetsPerTrigger holds.
-        self._per_read = Metrics.distribution("hitstream", "kafka_records_per_read")
+        self._telemetry = telemetry.ReadTelemetry()
         self._consumers = {}  # (topic, partition) -> (consumer, next offset) of this instance's running call
         self._pool_key = tuple(sorted((k, str(v)) for k, v in self._config.reader_config().items()))
         IDLE_CONSUMERS.join()
@@ -81,40 +86,36 @@ class ReadPartitionsFn(beam.DoFn):
         tracker=beam.DoFn.RestrictionParam(OffsetRangeProvider()),
         watermark=beam.DoFn.WatermarkEstimatorParam(PartitionWatermarkProvider()),
     ) -> Iterable[beam.window.TimestampedValue]:
-        config = self._config
         restriction = tracker.current_restriction()
-        next_offset = restriction.start
         if restriction.start >= restriction.stop:
             return
-        if config.checkpoint:
-            config.checkpoint.at_call_start(spec.topic, spec.partition, next_offset, watermark.get_estimator_state())
-        consumer = self._consumer_at(spec.topic, spec.partition, next_offset)
-        tp = TopicPartition(spec.topic, spec.partition)
+        if self._config.checkpoint:
+            self._config.checkpoint.at_call_start(spec.topic, spec.partition, restriction.start,
+                                                  watermark.get_estimator_state())
+        consumer = self._consumer_at(spec.topic, spec.partition, restriction.start)
         watermark.start_call(self._delay_micros)
-        budget = spec.share_per_trigger
         started = time.monotonic()
-        deadline = started + config.max_read_seconds
-        claimed = 0
-        past_stop = False  # a record at or beyond the restriction's stop: a bounded read is complete
-        while not past_stop:
-            messages = consumer.consume(num_messages=min(budget - claimed, 1000), timeout=config.poll_timeout_seconds)
-            outputs = []
-            poll_claim = self._claim_poll(messages, tracker)
-            for message in messages:
-                error = message.error()
-                if error is not None:
-                    next_offset = self._on_error(error, consumer, spec, next_offset)
-                    continue
-                if poll_claim is False or (poll_claim is None and not tracker.try_claim(message.offset())):
-                    # The restriction ends before this record (a split or the bounded end). It, and any after it
-                    # in this poll, were taken off the consumer's queue: the consumer must not be reused as if it
-                    # stood at this offset, or the call that reads the rest would silently skip them.
-                    past_stop = True
-                    self._remember(spec, consumer, POSITION_UNKNOWN)
-                    break
-                next_offset = message.offset() + 1
-                claimed += 1
-                outputs.append(self._to_output(message))
+        call = yield from self._read(spec, consumer, restriction, tracker, watermark,
+                                     deadline=started + self._config.max_read_seconds)
+        high, drained = self._log_end(spec, consumer, restriction, call)
+        self._give_back(spec)
+        self._register_finalization(spec, restriction, call, finalizer, watermark)
+        self._report(spec, restriction, call, high, watermark, started)
+        self._resume_or_finish(spec, restriction, call, high, drained, tracker, watermark)
+
+    def _read(self, spec: PartitionSpec, consumer: Consumer, restriction, tracker, watermark: PartitionWatermark,
+              deadline: float):
+        """Polls and yields each poll's records until the call's budget or deadline, the restriction's end, or the
+        log's end; returns what was read as a `_Call`."""
+        config = self._config
+        tp = TopicPartition(spec.topic, spec.partition)
+        budget = spec.share_per_trigger
+        call = _Call(next_offset=restriction.start)
+        while True:
+            messages = consumer.consume(num_messages=min(budget - call.claimed, 1000),
+                                        timeout=config.poll_timeout_seconds)
+            call.last_poll_empty = not messages
+            outputs = self._claim(messages, spec, consumer, tracker, call)
             self._mark_late(outputs, watermark)
             if config.batched:
                 if outputs:
@@ -122,54 +123,96 @@ class ReadPartitionsFn(beam.DoFn):
             else:
                 for element, seconds, _ in outputs:
                     yield beam.window.TimestampedValue(element, seconds)
-            if past_stop:
-                break
-            self._remember(spec, consumer, next_offset)
-            if claimed >= budget or time.monotonic() >= deadline:
-                break
+            if call.past_stop:
+                return call
+            self._remember(spec, consumer, call.next_offset)
+            if call.claimed >= budget or time.monotonic() >= deadline:
+                return call
             if not messages and (restriction.stop == UNBOUNDED or
                                  consumer.position([tp])[0].offset >= restriction.stop):
-                break
+                return call
             # A bounded read with records still to come keeps polling rather than return with a delayed residual.
             # (Delayed residuals made whole windows late on Prism 2.77 as released, whose stage watermark followed
             # the last bundle's residuals alone: see stack/prism.py.)
-            if next_offset >= consumer.get_watermark_offsets(tp, cached=True)[1] >= 0:
-                break  # caught up: hand this bundle's records on now rather than wait out the deadline
-        if config.checkpoint:
-            save = config.checkpoint.at_call_end(spec.topic, spec.partition, next_offset,
-                                                 watermark.get_estimator_state(), final=past_stop or
-                                                 next_offset >= restriction.stop)
+            if call.next_offset >= consumer.get_watermark_offsets(tp, cached=True)[1] >= 0:
+                return call  # caught up: hand this bundle's records on now rather than wait out the deadline
+
+    def _claim(self, messages: list, spec: PartitionSpec, consumer: Consumer, tracker, call: "_Call") -> list:
+        """Claims one poll's records and turns them into outputs (see `_to_output`); updates `call`."""
+        outputs = []
+        next_offset = call.next_offset
+        to_output = self._to_output
+        poll_claim = self._claim_poll(messages, tracker)
+        for message in messages:
+            error = message.error()
+            if error is not None:
+                next_offset = self._on_error(error, consumer, spec, next_offset)
+                continue
+            if poll_claim is False or (poll_claim is None and not tracker.try_claim(message.offset())):
+                # The restriction ends before this record (a split or the bounded end). It, and any after it in
+                # this poll, were taken off the consumer's queue: the consumer must not be reused as if it stood
+                # at this offset, or the call that reads the rest would silently skip them.
+                call.past_stop = True
+                self._remember(spec, consumer, POSITION_UNKNOWN)
+                break
+            next_offset = message.offset() + 1
+            outputs.append(to_output(message))
+        call.next_offset = next_offset
+        call.claimed += len(outputs)
+        return outputs
+
+    @staticmethod
+    def _log_end(spec: PartitionSpec, consumer: Consumer, restriction, call: "_Call") -> tuple:
+        """The partition's high watermark (-1 when unknown), and whether the rest of the range holds no record
+        (transaction markers, gaps) because the consumer stands past its stop after an empty poll."""
+        tp = TopicPartition(spec.topic, spec.partition)
+        _, high = consumer.get_watermark_offsets(tp, cached=True)
+        drained = (not call.past_stop and call.last_poll_empty and
+                   consumer.position([tp])[0].offset >= restriction.stop)
+        return high, drained
+
+    def _register_finalization(self, spec: PartitionSpec, restriction, call: "_Call", finalizer,
+                               watermark: PartitionWatermark) -> None:
+        """Saves the aggregate checkpoint's source position and commits the offsets once the runner has the
+        bundle's output."""
+        if self._config.checkpoint:
+            save = self._config.checkpoint.at_call_end(
+                spec.topic, spec.partition, call.next_offset, watermark.get_estimator_state(),
+                final=call.past_stop or call.next_offset >= restriction.stop)
             if save is not None:
                 finalizer.register(save)
-        self._records.inc(claimed)
-        self._per_read.update(claimed)
         # Register even when nothing was claimed: Prism finalizes every bundle of a stage that asks for it.
-        self._commit_on_finalize(finalizer, spec, next_offset if claimed else None)
-        _, high = consumer.get_watermark_offsets(tp, cached=True)
-        drained = not past_stop and not messages and consumer.position([tp])[0].offset >= restriction.stop
-        self._give_back(spec)
+        self._commit_on_finalize(finalizer, spec, call.next_offset if call.claimed else None)
+
+    def _report(self, spec: PartitionSpec, restriction, call: "_Call", high: int, watermark: PartitionWatermark,
+                started: float) -> None:
         if high >= 0:
             HIGH_WATERMARKS[(spec.topic, spec.partition)] = high
-        telemetry.record_read(spec.topic, spec.partition, restriction.start, next_offset, claimed, high,
-                             watermark.get_estimator_state(), self._delay_micros, time.monotonic() - started)
-        if past_stop:
+        self._telemetry.read(spec.topic, spec.partition, restriction.start, call.next_offset, call.claimed, high,
+                              watermark.get_estimator_state(), self._delay_micros, time.monotonic() - started)
+
+    def _resume_or_finish(self, spec: PartitionSpec, restriction, call: "_Call", high: int, drained: bool, tracker,
+                          watermark: PartitionWatermark) -> None:
+        """Ends the restriction when its range is read, or defers the rest: at once while records are coming, after
+        a pause when the partition is idle or the trigger's budget is spent."""
+        config = self._config
+        if call.past_stop:
             return
-        if drained:
-            next_offset = restriction.stop  # the rest of the range holds no record (transaction markers, gaps)
+        next_offset = restriction.stop if drained else call.next_offset
         if next_offset >= restriction.stop:
             tracker.try_claim(restriction.stop)  # done: nothing left to claim in the range
             return
         if next_offset >= high >= 0:
             # Caught up with the log end (backlog 0), as Java KafkaIO's policies check: only then may the wall
             # clock move the watermark. A poll that merely timed out says nothing about what is still to come.
-            if not claimed and restriction.stop == UNBOUNDED:  # a bounded read's end is its own, not the clock's
+            if not call.claimed and restriction.stop == UNBOUNDED:  # a bounded read's end is its own, not the clock's
                 watermark.advance_idle(Timestamp.now().micros, self._delay_micros)
                 tracker.defer_remainder(Duration(seconds=config.idle_poll_seconds))
             else:
                 tracker.defer_remainder()  # more may be arriving right now: resume at once
-        elif not messages and restriction.stop == UNBOUNDED:
+        elif call.last_poll_empty and restriction.stop == UNBOUNDED:
             tracker.defer_remainder(Duration(seconds=config.idle_poll_seconds))
-        elif claimed >= budget and config.max_offsets_per_trigger:
+        elif call.claimed >= spec.share_per_trigger and config.max_offsets_per_trigger:
             tracker.defer_remainder(Duration(seconds=config.trigger_interval_seconds))
         else:
             tracker.defer_remainder()
@@ -217,7 +260,7 @@ class ReadPartitionsFn(beam.DoFn):
         late = watermark.observe_events([output[2] for output in timed], self._delay_micros)
         for index in late:
             timed[index][0] = timed[index][0]._replace(late=True)
-        self._late.inc(len(late))
+        self._telemetry.late(len(late))
 
     def _on_error(self, error: KafkaError, consumer: Consumer, spec: PartitionSpec, next_offset: int) -> int:
         if error.code() != KafkaError._AUTO_OFFSET_RESET and error.code() != KafkaError.OFFSET_OUT_OF_RANGE:
@@ -232,7 +275,7 @@ class ReadPartitionsFn(beam.DoFn):
             raise KafkaException(KafkaError(KafkaError.OFFSET_OUT_OF_RANGE,
                                             message + " Set failOnDataLoss=false to skip them with a warning."))
         _LOGGER.warning("%s Skipping them (failOnDataLoss=false).", message)
-        self._data_loss.inc(max(0, low - next_offset))
+        self._telemetry.lost(max(0, low - next_offset))
         consumer.assign([TopicPartition(spec.topic, spec.partition, low)])
         return low
 

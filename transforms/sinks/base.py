@@ -33,7 +33,6 @@ import time
 from typing import Callable, Dict, Hashable, Iterator, List, Optional, Sequence, Tuple, Type
 
 import apache_beam as beam
-from apache_beam.metrics import Metrics
 from apache_beam.transforms.trigger import AccumulationMode, AfterCount, Repeatedly
 from apache_beam.transforms.window import GlobalWindows
 
@@ -42,7 +41,6 @@ from transforms.rows import HitBatch, Snapshot, replaces
 
 _LOGGER = logging.getLogger(__name__)
 
-METRICS_NAMESPACE = "hitstream"
 DEFAULT_MAX_BATCH_SIZE = 10_000
 
 _KAFKA_COORDINATES = ("topic", "partition", "offset")
@@ -190,9 +188,7 @@ class SinkWriteFn(beam.DoFn):
         self._name = name
         self._max_batch_size = max_batch_size
         self._retry = retry
-        self._rows_written = Metrics.counter(METRICS_NAMESPACE, f"{name}.rows_written")
-        self._write_errors = Metrics.counter(METRICS_NAMESPACE, f"{name}.write_errors")
-        self._retries = Metrics.counter(METRICS_NAMESPACE, f"{name}.retries")
+        self._telemetry = telemetry.SinkTelemetry(name)
         self._pending: Dict[Hashable, tuple] = {}
         self._next_batch_id = 0
 
@@ -207,8 +203,7 @@ class SinkWriteFn(beam.DoFn):
         if isinstance(element, Snapshot):
             self._flush()  # keep arrival order between rows and snapshots
             self._call(lambda: self._writer.write_snapshot(element), "write_snapshot")
-            self._rows_written.inc(len(element.rows))
-            telemetry.record_sink(self._name, element)
+            self._telemetry.written(element)
             return iter(())
         pending = self._pending
         # A HitBatch brings the rows of a whole Kafka poll as one element (the fast path's `hits`).
@@ -237,17 +232,14 @@ class SinkWriteFn(beam.DoFn):
         self._call(lambda: self._writer.write_rows(rows, batch_id), "write_rows")
         self._next_batch_id += 1
         self._pending = {}
-        self._rows_written.inc(len(rows))
-        telemetry.record_sink(self._name, rows)
+        self._telemetry.written(rows)
 
     def _call(self, fn: Callable[[], object], what: str) -> None:
         def on_error(attempt: int, error: BaseException, will_retry: bool) -> None:
-            self._write_errors.inc()
-            telemetry.record_sink(self._name, errors=1)
+            self._telemetry.failed(will_retry)
             # The first line only: a SQL error's full text repeats the statement and its parameters.
             reason = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
             if will_retry:
-                self._retries.inc()
                 _LOGGER.warning("sink %s: %s failed (attempt %d of %d), retrying in about %.1f s: %s", self._name,
                                 what, attempt, self._retry.max_attempts, self._retry.nominal_backoff(attempt), reason)
                 self._writer.on_retry(error)
@@ -257,7 +249,7 @@ class SinkWriteFn(beam.DoFn):
 
         started = time.monotonic()
         call_with_retry(fn, policy=self._retry, is_transient=self._writer.is_transient, on_error=on_error)
-        telemetry.record_sink(self._name, seconds=time.monotonic() - started)
+        self._telemetry.spent(time.monotonic() - started)
 
 
 class Sink(beam.PTransform):

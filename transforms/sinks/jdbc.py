@@ -44,7 +44,7 @@ from sqlalchemy.dialects import mysql as mysql_dialect
 
 from transforms.rows import DeadLetter, Hit, IspCount, Snapshot, WindowCount, ZipCount
 from transforms.sinks.base import DEFAULT_MAX_BATCH_SIZE, RetryPolicy, Sink, SinkWriter, call_with_retry
-from transforms.sinks.tables import QUERY_ROW_TYPES
+from transforms.catalog import ROW_TYPES
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -178,8 +178,6 @@ TABLES: Dict[type, TableSpec] = {
         Column("key", "key", sa.LargeBinary), Column("value", "value", sa.LargeBinary),
         Column("error", "error", sa.Text), Column("step", "step", lambda: _string(64)))),
 }
-
-ROW_TYPES = QUERY_ROW_TYPES
 
 
 def _upsert(table: sa.Table, spec: TableSpec, dialect: str):

@@ -35,6 +35,7 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from transforms.rows import DeadLetter, Snapshot
+from transforms.times import iso_utc
 from transforms.sinks.base import RetryPolicy, Sink, SinkWriter
 
 _LOGGER = logging.getLogger(__name__)
@@ -50,13 +51,6 @@ class DeliveryError(RuntimeError):
     def __init__(self, message: str, retriable: bool) -> None:
         super().__init__(message)
         self.retriable = retriable
-
-
-def iso_utc(value: datetime.datetime) -> str:
-    """2026-11-23T19:05:00.000Z, as Spark's to_json writes timestamps."""
-    if value.tzinfo is not None:
-        value = value.astimezone(datetime.timezone.utc)
-    return value.isoformat(timespec="milliseconds").split("+")[0] + "Z"
 
 
 def _json_default(value: Any) -> Any:

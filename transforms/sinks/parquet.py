@@ -65,7 +65,8 @@ import pyarrow.parquet as pq
 from transforms.durable import fsync_dir, write_atomically
 from transforms.rows import DeadLetter, Hit, Snapshot
 from transforms.sinks.base import RetryPolicy, Sink, SinkWriter, idempotency_key
-from transforms.sinks.tables import schema_of, to_arrow, utc_day
+from transforms.sinks.tables import schema_of, to_arrow
+from transforms.times import from_millis, utc_day
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -314,8 +315,7 @@ def partition_value(row: tuple, column: str) -> Optional[str]:
     elif column == "day" and "window_start" in row._fields:
         value = utc_day(row.window_start)
     elif column == "day" and "kafka_timestamp" in row._fields:
-        value = datetime.datetime.fromtimestamp(row.kafka_timestamp / 1000, datetime.timezone.utc).strftime(
-            "%Y-%m-%d")
+        value = utc_day(from_millis(row.kafka_timestamp))
     else:
         raise ValueError(f"parquet sink: rows of type {type(row).__name__} have no column {column!r}")
     if value is None:

@@ -5,7 +5,6 @@ The JDBC sink declares its SQL tables in `jdbc.py`; Arrow is the common currency
 """
 from __future__ import annotations
 
-import datetime
 from typing import Dict, Optional, Sequence, Type
 
 import pyarrow as pa
@@ -62,14 +61,3 @@ def to_arrow(rows: Sequence[tuple], schema: Optional[pa.Schema] = None) -> pa.Ta
         arrays.append(pa.array(values, type=field.type))
     return pa.Table.from_arrays(arrays, schema=schema)
 
-
-def utc_day(value: datetime.datetime) -> str:
-    """YYYY-MM-DD of a datetime in UTC (naive values are taken as UTC)."""
-    if value.tzinfo is not None:
-        value = value.astimezone(datetime.timezone.utc)
-    return value.strftime("%Y-%m-%d")
-
-
-# Which rows each of the blog's queries emits (and the dead-letter stream), for sinks that lay out a table.
-QUERY_ROW_TYPES: Dict[str, type] = {"hits": Hit, "zip_counts": ZipCount, "isp_counts": IspCount,
-                                    "zip_window_counts": WindowCount, "dead_letter": DeadLetter}
