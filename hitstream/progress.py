@@ -62,6 +62,8 @@ import time
 import uuid
 from typing import Any, Deque, Dict, List, Optional, Tuple
 
+from apache_beam.runners.runner import PipelineState
+
 from transforms.telemetry import REGISTRY, IntervalCounts, PartitionState, ProgressRegistry, SinkCounts
 from transforms.times import iso_utc_micros
 
@@ -324,7 +326,6 @@ class StreamingQuery:
         result = self._result
         if result is not None:
             try:
-                from apache_beam.runners.runner import PipelineState
                 if not PipelineState.is_terminal(result.state):
                     result.cancel()
             except Exception as error:  # already gone: nothing to cancel

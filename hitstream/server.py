@@ -24,6 +24,8 @@ import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable, Dict, NamedTuple, Optional, Tuple
 
+from transforms.sinks.memory_store import DEFAULT_ROW_LIMIT, STORE, SqlError, memory_sql_result
+
 _LOGGER = logging.getLogger(__name__)
 
 MAX_ROW_LIMIT = 10_000
@@ -50,7 +52,6 @@ def add_route(path: str, handler: Route) -> None:
 
 
 def _sql(params: Dict[str, str]) -> Tuple[int, object]:
-    from transforms.sinks.memory_store import DEFAULT_ROW_LIMIT, SqlError, memory_sql_result
     query = params.get("q", "")
     try:
         limit = min(MAX_ROW_LIMIT, max(1, int(params.get("limit", DEFAULT_ROW_LIMIT))))
@@ -63,7 +64,6 @@ def _sql(params: Dict[str, str]) -> Tuple[int, object]:
 
 
 def _tables(params: Dict[str, str]) -> Tuple[int, object]:
-    from transforms.sinks.memory_store import STORE
     return 200, {"tables": STORE.tables()}
 
 

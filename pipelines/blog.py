@@ -14,6 +14,7 @@ Run it (after `hitstream up`):
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import logging
 import os
@@ -34,8 +35,8 @@ from runners.jars import java_jar
 from transforms.checkpoint import AggregateCheckpoint, CountForCheckpointFn, QuerySpec
 from transforms.directory_source import ReadFromDirectory
 from transforms.kafka_java import ReadFromKafkaJava
-from transforms.kafka_source import KafkaSourceConfig, ReadFromKafka
 from transforms.catalog import QUERIES
+from transforms.kafka_source import KafkaSourceConfig, ReadFromKafka
 from transforms.output_modes import OutputConfig, OutputMode, QueryKind
 from transforms.parse import ParseHits
 from transforms.queries import IspCounts, ZipCounts, ZipWindowCounts, window_accounting
@@ -174,10 +175,9 @@ def run(argv=None, observe: Optional[Callable[[HitstreamOptions, str], Any]] = N
 
     `observe(options, runner)` is called before the job is submitted and returns what watches it: its
     `bind(result)` gets the running job, its `close()` comes when run returns. `hitstream run` passes
-    `hitstream.progress.observe_job` (progress records, the dashboard, the SQL server over memory tables)."""
+    `hitstream.job.observe_job` (progress records, the dashboard, the SQL server over memory tables)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--help" in argv or "-h" in argv:
-        import argparse
         parser = argparse.ArgumentParser(prog="hitstream run", description=__doc__,
                                          formatter_class=argparse.RawDescriptionHelpFormatter)
         parser.add_argument("--runner", default="prism", choices=runners.RUNNERS,

@@ -8,6 +8,7 @@ import time
 from typing import Iterable, Optional
 
 import apache_beam as beam
+from apache_beam.transforms.periodicsequence import PeriodicImpulse
 from apache_beam.utils.timestamp import Duration, Timestamp
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
@@ -18,10 +19,10 @@ from transforms.kafka_source.consumers import HIGH_WATERMARKS, IDLE_CONSUMERS, P
 from transforms.kafka_source.partitions import UNBOUNDED, PartitionSpec, ResolvePartitionsFn, WatchPartitionsFn
 from transforms.kafka_source.restriction import OffsetRangeProvider
 from transforms.kafka_source.watermark import PartitionWatermark, PartitionWatermarkProvider
-from transforms.parse import ParsedBatch, parse_record
-from transforms.times import to_micros
-from transforms.rows import CREATE_TIME, LOG_APPEND_TIME, Hit, KafkaBatch, KafkaRecord, new_row
 from transforms.gc_tuning import tune_gc
+from transforms.parse import ParsedBatch, parse_record
+from transforms.rows import CREATE_TIME, LOG_APPEND_TIME, Hit, KafkaBatch, KafkaRecord, new_row
+from transforms.times import to_micros
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -352,7 +353,6 @@ class ReadFromKafka(beam.PTransform):
         if not config.subscribe_pattern:
             return (pbegin | "Impulse" >> beam.Impulse()
                     | "ResolvePartitions" >> beam.ParDo(ResolvePartitionsFn(config)))
-        from apache_beam.transforms.periodicsequence import PeriodicImpulse
         return (pbegin
                 | "WatchTicks" >> PeriodicImpulse(fire_interval=config.partition_discovery_seconds,
                                                  apply_windowing=False)

@@ -40,11 +40,11 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Type
 
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.dialects import mysql as mysql_dialect
+from sqlalchemy.dialects import mysql as mysql_dialect, postgresql as postgresql_dialect, sqlite as sqlite_dialect
 
+from transforms.catalog import ROW_TYPES
 from transforms.rows import DeadLetter, Hit, IspCount, Snapshot, WindowCount, ZipCount
 from transforms.sinks.base import DEFAULT_MAX_BATCH_SIZE, RetryPolicy, Sink, SinkWriter, call_with_retry
-from transforms.catalog import ROW_TYPES
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -187,11 +187,7 @@ def _upsert(table: sa.Table, spec: TableSpec, dialect: str):
         statement = mysql_dialect.insert(table)
         return statement.on_duplicate_key_update({name: statement.inserted[name] for name in others})
     if dialect in ("sqlite", "postgresql"):
-        if dialect == "sqlite":
-            from sqlalchemy.dialects.sqlite import insert
-        else:
-            from sqlalchemy.dialects.postgresql import insert
-        statement = insert(table)
+        statement = (sqlite_dialect if dialect == "sqlite" else postgresql_dialect).insert(table)
         return statement.on_conflict_do_update(index_elements=keys,
                                                set_={name: statement.excluded[name] for name in others})
     raise ValueError(f"jdbc sink: no upsert for the {dialect} dialect; use mysql, mariadb, sqlite or postgresql")

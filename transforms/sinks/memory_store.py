@@ -22,6 +22,8 @@ from typing import Any, Dict, List, Sequence, Tuple
 
 import duckdb
 import pyarrow as pa
+from rich.console import Console
+from rich.table import Table
 
 from transforms.sinks.base import dedupe, key_columns_of
 from transforms.sinks.tables import schema_of, to_arrow
@@ -57,8 +59,6 @@ class SqlResult:
         return cls(tuple(data["columns"]), [tuple(row) for row in data["rows"]], bool(data.get("truncated")))
 
     def __str__(self) -> str:
-        from rich.console import Console
-        from rich.table import Table
         table = Table()
         for name in self.columns:
             table.add_column(name)
