@@ -74,10 +74,8 @@ RECENT_PROGRESS = 100  # Spark's spark.sql.streaming.numRecentProgressUpdates
 RESULT_WINDOWS = 12  # windows of zip_window_counts kept for the dashboard's pies
 
 
-_iso = iso_utc_micros  # Spark's timestamp text, 2026-11-23T19:02:41.123Z
-
 def _now_iso() -> str:
-    return _iso(time.time() * 1e6)
+    return iso_utc_micros(time.time() * 1e6)
 
 
 # -- progress records ---------------------------------------------------------------------------------------------
@@ -108,10 +106,10 @@ def build_progress(snapshot: Dict[str, Any], *, query_id: str, run_id: str, name
     trigger_ms = int(round(busy_seconds * 1000))
     watermarks = [p.watermark for p in partitions.values()]
     watermark = min(watermarks) if watermarks and None not in watermarks else None
-    event_time = {"watermark": _iso(watermark)}
+    event_time = {"watermark": iso_utc_micros(watermark)}
     if interval.event_count:
-        event_time.update(min=_iso(interval.event_min), max=_iso(interval.event_max),
-                          avg=_iso(interval.event_sum / interval.event_count))
+        event_time.update(min=iso_utc_micros(interval.event_min), max=iso_utc_micros(interval.event_max),
+                          avg=iso_utc_micros(interval.event_sum / interval.event_count))
     sources = []
     if partitions:
         lag = {tp: max(0, p.latest - p.next_offset) for tp, p in partitions.items() if p.latest is not None}
@@ -132,7 +130,7 @@ def build_progress(snapshot: Dict[str, Any], *, query_id: str, run_id: str, name
                 "avgOffsetsBehindLatest": str(round(sum(lag.values()) / len(lag), 1)) if lag else None,
                 "maxOffsetsBehindLatest": str(max(lag.values())) if lag else None,
             },
-            "watermark": {topic: {str(p): _iso(state.watermark) for (t, p), state in sorted(partitions.items())
+            "watermark": {topic: {str(p): iso_utc_micros(state.watermark) for (t, p), state in sorted(partitions.items())
                                   if t == topic} for topic in topics},
         })
     return {

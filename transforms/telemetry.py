@@ -20,7 +20,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 from apache_beam.metrics import Metrics
 
 from transforms.catalog import AGGREGATION_OF_ROW
-from transforms.rows import result_key
+from transforms.rows import Snapshot, result_key
 
 NAMESPACE = "hitstream"  # of every Beam metric hitstream reports
 _MIN_MICROS = -(2 ** 62)  # anything below is Beam's MIN_TIMESTAMP: no watermark yet
@@ -149,7 +149,7 @@ class ProgressRegistry:
 
     def record_sink(self, name: str, rows: Any = (), errors: int = 0, seconds: float = 0.0) -> None:
         """A sink wrote `rows` (a list of rows or a complete-mode Snapshot), failed `errors` times, spent `seconds`."""
-        snapshot = hasattr(rows, "batch_id") and hasattr(rows, "rows")
+        snapshot = isinstance(rows, Snapshot)
         written = rows.rows if snapshot else rows
         with self._lock:
             sink = self._sinks.setdefault(name, SinkCounts())
@@ -290,7 +290,7 @@ class SinkTelemetry:
 
     def written(self, rows: Any) -> None:
         """`rows`: a list of rows, or a complete-mode Snapshot."""
-        self._rows_written.inc(len(rows.rows if hasattr(rows, "batch_id") else rows))
+        self._rows_written.inc(len(rows.rows if isinstance(rows, Snapshot) else rows))
         if REGISTRY.active:
             REGISTRY.record_sink(self._name, rows)
 

@@ -1,4 +1,4 @@
-"""Time as text: Spark's UTC timestamp text and the UTC day, the one home of both for every module that writes them."""
+"""Time helpers, in one home: Spark's UTC timestamp text, the UTC day, and epoch millis and micros."""
 from __future__ import annotations
 
 import datetime
@@ -6,6 +6,8 @@ from typing import Dict, Optional
 
 UTC = datetime.timezone.utc
 _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_MICROSECOND = datetime.timedelta(microseconds=1)
+_ONE_MILLISECOND = datetime.timedelta(milliseconds=1)
 
 
 def iso_utc(value: datetime.datetime, timespec: str = "milliseconds") -> str:
@@ -20,13 +22,9 @@ def iso_utc_micros(micros: Optional[float]) -> Optional[str]:
     if micros is None:
         return None
     try:
-        return iso_utc(_EPOCH + datetime.timedelta(microseconds=int(micros)))
+        return iso_utc(_EPOCH + int(micros) * _ONE_MICROSECOND)
     except OverflowError:
         return None
-
-
-_ONE_MICROSECOND = datetime.timedelta(microseconds=1)
-_ONE_MILLISECOND = datetime.timedelta(milliseconds=1)
 
 
 def from_millis(ms: float) -> datetime.datetime:
