@@ -26,6 +26,9 @@ setup(
         # bench/spark_blog.py and tests/integration/test_spark_parity.py: the seed's own system. 4.2.0 is the newest
         # pyspark whose spark-sql-kafka-0-10_2.13 jar Maven Central serves (4.2.1 and 4.3.0 are not there).
         "spark": ["pyspark==4.2.0"],
+        # runners/prism_cluster.py: the workers' pip builds the staged sdist with this venv's setuptools, which needs
+        # wheel for bdist_wheel (stack/python_worker.py).
+        "worker": ["wheel==0.48.0"],
         "bench": ["matplotlib==3.10.7", "py-spy==0.4.3"],  # bench/blog.py's chart, bench/profile.py's sampler
     },
     entry_points={"console_scripts": ["hitstream=hitstream.cli:main"]},

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import importlib
 
-RUNNERS = ("prism", "direct", "flink", "spark", "dataflow")
+RUNNERS = ("prism", "prism-cluster", "direct", "flink", "spark", "dataflow")
 
 
 class RunnerUnavailable(RuntimeError):
@@ -17,7 +17,7 @@ def pipeline_args(runner: str, *, streaming: bool, job_name: str = "hitstream", 
     """Beam command-line options for `runner` (one of RUNNERS)."""
     if runner not in RUNNERS:
         raise ValueError(f"unknown runner {runner!r}; choose one of {', '.join(RUNNERS)}")
-    preset = importlib.import_module(f"runners.{runner}")
+    preset = importlib.import_module(f"runners.{runner.replace('-', '_')}")
     args = preset.pipeline_args(streaming=streaming, job_name=job_name, checkpoint_dir=checkpoint_dir)
     return args + (["--streaming"] if streaming else [])
 

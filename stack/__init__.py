@@ -1,4 +1,5 @@
-"""The local stack: Kafka, MariaDB, the Prism binary and the optional Beam jars.
+"""The local stack: Kafka, MariaDB, the Prism binary, Beam's Python boot program (the prism-cluster workers) and the
+optional Beam jars.
 
 `python -m stack up|down|status`. Services run as detached processes with pid files and
 logs under the cache dir (stack.paths), so they outlive the process that started them.
@@ -7,14 +8,15 @@ import logging
 import os
 import time
 
-from stack import beam_jars, kafka, mariadb, prism, versions
+from stack import beam_jars, kafka, mariadb, prism, python_worker, versions
 
 _LOGGER = logging.getLogger(__name__)
 
 
 def up() -> None:
     """Build or fetch what is missing and start what is not running; idempotent."""
-    for step, action in [("prism", prism.ensure_prism), ("beam jars", beam_jars.fetch_all),
+    for step, action in [("prism", prism.ensure_prism), ("python boot", python_worker.ensure_boot),
+                         ("beam jars", beam_jars.fetch_all),
                          ("kafka", kafka.start), ("mariadb", mariadb.start)]:
         started = time.monotonic()
         action()
@@ -33,6 +35,7 @@ def status() -> dict:
         "kafka": kafka.status(),
         "mariadb": mariadb.status(),
         "prism": {"path": prism.prism_path(), "built": os.access(prism.prism_path(), os.X_OK)},
+        "python_worker": python_worker.status(),
         "beam_jars": beam_jars.load_status(),
     }
     report["ok"] = report["kafka"]["healthy"] and report["mariadb"]["healthy"] and report["prism"]["built"]

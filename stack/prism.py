@@ -29,7 +29,7 @@ MODULE = "github.com/apache/beam/sdks/v2"
 PATCH = Path(__file__).with_name("prism-residual-watermarks.patch")
 
 
-def _go() -> str:
+def go_binary() -> str:
     go = shutil.which("go") or "/usr/local/go/bin/go"  # the image's Go is not always on PATH
     if not os.access(go, os.X_OK):
         raise RuntimeError("Go is needed to build Prism and was not found (looked on PATH and in /usr/local/go)")
@@ -41,7 +41,7 @@ def prism_path() -> str:
     return str(paths.tool_dir("prism", f"{BEAM_VERSION}-{patch_hash}") / "prism")
 
 
-def _run(args: list, what: str, **kwargs) -> str:
+def run_tool(args: list, what: str, **kwargs) -> str:
     result = subprocess.run(args, capture_output=True, text=True, **kwargs)
     if result.returncode != 0:
         raise RuntimeError(f"{what} failed ({' '.join(args)}):\n{result.stdout}{result.stderr}")
@@ -55,8 +55,8 @@ def ensure_prism() -> str:
         return binary
     _LOGGER.info("building Prism %s from the Go module proxy, with %s (1-2 minutes the first time)",
                  BEAM_VERSION, PATCH.name)
-    go = _go()
-    source = json.loads(_run([go, "mod", "download", "-json", f"{MODULE}@v{BEAM_VERSION}"],
+    go = go_binary()
+    source = json.loads(run_tool([go, "mod", "download", "-json", f"{MODULE}@v{BEAM_VERSION}"],
                              "downloading Prism's source"))["Dir"]
     with tempfile.TemporaryDirectory(dir=paths.tool_dir("prism")) as build:
         # The module cache is read-only; the copy must be writable for the patch (and for its own clean-up).
@@ -66,7 +66,7 @@ def ensure_prism() -> str:
         for root, dirs, _ in os.walk(build):
             for name in dirs:
                 os.chmod(os.path.join(root, name), 0o755)
-        _run(["git", "apply", "-p1", str(PATCH)], f"applying {PATCH.name}", cwd=build)
+        run_tool(["git", "apply", "-p1", str(PATCH)], f"applying {PATCH.name}", cwd=build)
         env = dict(os.environ, GOWORK="off", GOFLAGS="-mod=mod")
-        _run([go, "build", "-o", binary, "./go/cmd/prism"], "building Prism", cwd=build, env=env)
+        run_tool([go, "build", "-o", binary, "./go/cmd/prism"], "building Prism", cwd=build, env=env)
     return binary

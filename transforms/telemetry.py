@@ -13,14 +13,19 @@ The driver reads this module; nothing here knows the driver.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import operator
+import os
 import threading
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from apache_beam.metrics import Metrics
 
+import transforms
 from transforms.catalog import AGGREGATION_OF_ROW
 from transforms.rows import Snapshot, result_key
+
+_LOGGER = logging.getLogger(__name__)
 
 NAMESPACE = "hitstream"  # of every Beam metric hitstream reports
 _MIN_MICROS = -(2 ** 62)  # anything below is Beam's MIN_TIMESTAMP: no watermark yet
@@ -195,12 +200,28 @@ class ProgressRegistry:
 REGISTRY = ProgressRegistry()
 
 
+def worker_identity() -> Dict[str, Any]:
+    """The process that runs this code and what it imports hitstream from: on a cluster-shaped runner, a worker
+    other than the launcher, with the staged package (`runners/prism_cluster.py`)."""
+    return {"pid": os.getpid(), "transforms": os.path.dirname(transforms.__file__)}
+
+
+_IDENTIFIED = []  # this process logged its identity (once)
+
+
+def _log_identity_once() -> None:
+    if not _IDENTIFIED:
+        _IDENTIFIED.append(True)
+        _LOGGER.info("hitstream worker %(pid)d: transforms from %(transforms)s", worker_identity())
+
+
 # The steps' telemetry: each DoFn holds one and calls it once per batch. Beam metrics first, then the registry.
 
 class ReadTelemetry:
     """The Kafka read's: records read, per read call, late at the source, offsets lost to retention."""
 
     def __init__(self) -> None:
+        _log_identity_once()
         self._records = Metrics.counter(NAMESPACE, "kafka_records_read")
         # One read call is one "trigger" of the read: the distribution's max shows that maxOffsetsPerTrigger holds.
         self._per_read = Metrics.distribution(NAMESPACE, "kafka_records_per_read")

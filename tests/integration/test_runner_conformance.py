@@ -1,23 +1,23 @@
 """Runner conformance: one produced input, available-now, on every runner that can be had here.
 
-Every runner's query results and sink contents (Parquet, SQLite through the JDBC sink, a Kafka topic) must be
-identical and equal the generator's reference. A runner that cannot be had is
-reported as an expected failure carrying the exact reason (never a silent pass).
+Every runner's sink contents (Parquet, the JDBC sink on SQLite and on MariaDB, a Kafka topic, the dead-letter topic)
+and, where the workers share the test's process, its query results must be identical and equal the generator's
+reference. A runner that cannot be had is reported as an expected failure carrying the exact reason (never a silent
+pass).
 """
-import sqlite3
 import uuid
 
 import apache_beam as beam
 import duckdb
-import orjson
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
-from confluent_kafka import Consumer, TopicPartition
+from apache_beam.runners.runner import PipelineState
 
 import runners
 from hitstream.generator import ProduceSpec, produce
 from pipelines.blog import build_pipeline
 from tests.collect import CollectFn, collected
+from tests.reliability.faults import dead_letter_coordinates, latest_counts, scratch_database, table_rows
 
 QUERIES = ("zip_counts:complete", "isp_counts:update", "zip_window_counts:append", "dead_letter")
 
@@ -32,63 +32,71 @@ def produced(kafka_bootstrap, topic_factory):
 
 
 RESULTS = {}
+SEPARATE_WORKERS = {"prism-cluster"}  # runners whose workers run in processes of their own
 
 
-def _sink_contents(workdir, bootstrap: str, output_topic: str) -> dict:
-    """What the runner's sinks hold: Parquet hits (DuckDB), the SQLite zip_test table, the Kafka topic's last
-    value per key."""
+def _sink_contents(workdir, bootstrap: str, output_topic: str, dead_letter_topic: str, jdbc_url: str) -> dict:
+    """What the runner's sinks hold: Parquet hits (DuckDB), the JDBC zip_test table, the Kafka topic's last value
+    per key, and the dead-letter topic's records by their source coordinates."""
     hits = duckdb.connect().execute(
         f"SELECT zipcode, day, topic, \"partition\", \"offset\" FROM read_parquet('{workdir}/hits/**/*.parquet', "
         "hive_partitioning=true) ORDER BY \"partition\", \"offset\"").fetchall()
-    with sqlite3.connect(workdir / "sink.db") as db:
-        table = sorted(db.execute("SELECT zip, count FROM zip_test").fetchall())
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"conf-{uuid.uuid4().hex}",
-                         "auto.offset.reset": "earliest"})
-    _, high = consumer.get_watermark_offsets(TopicPartition(output_topic, 0), timeout=10)
-    consumer.assign([TopicPartition(output_topic, 0, 0)])
-    latest, seen = {}, 0
-    while seen < high:
-        for message in consumer.consume(num_messages=1000, timeout=1.0):
-            seen += 1
-            latest[message.key().decode()] = orjson.loads(message.value())["count"]
-    consumer.close()
-    return {"parquet_hits": hits, "jdbc_zip_test": table, "kafka_latest": sorted(latest.items())}
+    return {"parquet_hits": hits, "jdbc_zip_test": sorted(table_rows(jdbc_url, "zip_test")),
+            "kafka_latest": sorted(latest_counts(bootstrap, output_topic).items()),
+            "dead_letters": sorted(dead_letter_coordinates(bootstrap, dead_letter_topic))}
 
 
-def _run_on(runner: str, topic: str, bootstrap: str, workdir, output_topic: str) -> dict:
+def _run_on(runner: str, topic: str, bootstrap: str, workdir, topic_factory, jdbc_url: str) -> dict:
+    """Run the job on `runner`; its sinks' contents, and on runners whose workers share this process, what each
+    query emitted (tests/collect.py gathers it in this process's memory)."""
     try:
         runner_args = runners.pipeline_args(runner, streaming=False, job_name=f"conformance-{runner}")
     except runners.RunnerUnavailable as error:
         pytest.xfail(f"{runner} cannot be had here: {error}")
     name = uuid.uuid4().hex
+    output_topic = topic_factory(partitions=1, prefix="conf-out")
+    dead_letter_topic = topic_factory(partitions=1, prefix="conf-dlq")
     args = [f"--topic={topic}", f"--bootstrap-servers={bootstrap}", "--trigger=available-now",
             f"--group-id=g-{runner}-{name}", "--watermark-delay=1 day", "--sink=zip_counts=console:complete",
             "--sink=isp_counts=console:update", "--sink=zip_window_counts=console:append",
             "--sink=hits=parquet", f"--parquet-path={workdir / 'hits'}", "--sink=zip_counts=jdbc:complete",
-            f"--jdbc-url=sqlite:///{workdir / 'sink.db'}", "--sink=zip_counts=kafka:update",
-            f"--output-topic={output_topic}"]
+            f"--jdbc-url={jdbc_url}", "--sink=zip_counts=kafka:update", f"--output-topic={output_topic}",
+            f"--dead-letter-topic={dead_letter_topic}"]
     options = PipelineOptions(args + runner_args)
     pipeline = beam.Pipeline(options=options)
     outputs = build_pipeline(pipeline, options)
-    for query in QUERIES:
-        outputs[query] | f"Collect{query}" >> beam.ParDo(CollectFn(f"{name}-{query}"))
-    pipeline.run().wait_until_finish()
-    results = {query: sorted((row for _, row in collected(f"{name}-{query}")), key=repr) for query in QUERIES}
-    results.update(_sink_contents(workdir, bootstrap, output_topic))
+    in_process = runner not in SEPARATE_WORKERS
+    if in_process:
+        for query in QUERIES:
+            outputs[query] | f"Collect{query}" >> beam.ParDo(CollectFn(f"{name}-{query}"))
+    assert pipeline.run().wait_until_finish() == PipelineState.DONE
+    results = _sink_contents(workdir, bootstrap, output_topic, dead_letter_topic, jdbc_url)
+    if in_process:
+        results.update({query: sorted((row for _, row in collected(f"{name}-{query}")), key=repr)
+                        for query in QUERIES})
     return results
 
 
-@pytest.mark.parametrize("runner", ["prism", "direct", "flink", "spark"])
-def test_same_results_on_every_runner(runner, produced, kafka_bootstrap, topic_factory, tmp_path):
+@pytest.mark.parametrize("runner,database", [("prism", "sqlite"), ("direct", "sqlite"), ("prism-cluster", "sqlite"),
+                                             ("prism-cluster", "mariadb"), ("flink", "sqlite"), ("spark", "sqlite")])
+def test_same_results_on_every_runner(runner, database, produced, kafka_bootstrap, topic_factory, mysql_url,
+                                      tmp_path):
     topic, report = produced
-    results = _run_on(runner, topic, kafka_bootstrap, tmp_path, topic_factory(partitions=1, prefix="conf-out"))
-    (snapshot,) = results["zip_counts:complete"]  # available-now: one final snapshot
-    assert dict(snapshot.rows) == dict(report.zip_counts)
-    assert len(results["dead_letter"]) == report.malformed
-    # Every sink holds the reference: each well-formed record once in Parquet, the totals in JDBC and Kafka.
+    with scratch_database(mysql_url) as mariadb_url:
+        jdbc_url = f"sqlite:///{tmp_path / 'sink.db'}" if database == "sqlite" else mariadb_url
+        results = _run_on(runner, topic, kafka_bootstrap, tmp_path, topic_factory, jdbc_url)
+    if runner not in SEPARATE_WORKERS:
+        (snapshot,) = results["zip_counts:complete"]  # available-now: one final snapshot
+        assert dict(snapshot.rows) == dict(report.zip_counts)
+        assert len(results["dead_letter"]) == report.malformed
+    # Every sink holds the reference: each well-formed record once in Parquet, the totals in JDBC and Kafka, each
+    # malformed record once in the dead-letter topic.
     assert len(results["parquet_hits"]) == report.well_formed
     assert len({(h[3], h[4]) for h in results["parquet_hits"]}) == report.well_formed
     assert dict(results["jdbc_zip_test"]) == dict(report.zip_counts) == dict(results["kafka_latest"])
-    RESULTS[runner] = results
+    assert len(set(results["dead_letters"])) == report.malformed
+    RESULTS[f"{runner}/{database}"] = results
     for other, their in RESULTS.items():
-        assert their == results, f"{runner} differs from {other}"
+        shared = their.keys() & results.keys()
+        assert {key: their[key] for key in shared} == {key: results[key] for key in shared}, \
+            f"{runner}/{database} differs from {other}"
