@@ -11,11 +11,14 @@ from __future__ import annotations
 import logging
 
 from hitstream import dashboard, server
-from hitstream.progress import DEFAULT_INTERVAL, StreamingQuery, query_id_for
+from hitstream.job_metrics import JobMetrics
+from hitstream.progress import DEFAULT_INTERVAL, REGISTRY, StreamingQuery, query_id_for
 from hitstream.terminal import TerminalProgress, terminal_wanted
 from pipelines.options import Settings
 
 _LOGGER = logging.getLogger(__name__)
+
+IN_PROCESS_RUNNERS = ("prism", "direct", "flink", "spark")  # presets whose workers run in this process (LOOPBACK)
 
 
 def start_for_job(options, runner: str = "prism") -> StreamingQuery:
@@ -23,11 +26,13 @@ def start_for_job(options, runner: str = "prism") -> StreamingQuery:
     `options` is the HitstreamOptions view."""
     topic = options.subscribe_pattern or options.assign or options.topic
     name = f"blog[{topic}]" if options.source == "kafka" else f"blog[{options.source}]"
-    query = StreamingQuery(name=name, interval=DEFAULT_INTERVAL, query_id=query_id_for(options.checkpoint_dir))
+    in_process = runner in IN_PROCESS_RUNNERS
+    query = StreamingQuery(name=name, interval=DEFAULT_INTERVAL, query_id=query_id_for(options.checkpoint_dir),
+                           registry=REGISTRY if in_process else JobMetrics())
     if options.dashboard:
-        if runner not in ("prism", "direct"):
-            _LOGGER.warning("dashboard: the %s runner's workers may not run in this process; the dashboard shows "
-                            "only what they report here (see hitstream/progress.py)", runner)
+        if not in_process:
+            _LOGGER.warning("dashboard: the %s runner's workers run in other processes; its progress comes from the "
+                            "job's metrics, and its result charts stay empty (see README, known limits)", runner)
         dashboard.serve(query, options.dashboard_port, options.dashboard_host)
     if terminal_wanted():
         query.add_listener(TerminalProgress())

@@ -224,6 +224,8 @@ class StreamingQuery:
 
     def __init__(self, name: str = "hitstream", interval: float = DEFAULT_INTERVAL, query_id: Optional[str] = None,
                  registry: ProgressRegistry = REGISTRY) -> None:
+        """`registry`: where the records come from, REGISTRY (workers in this process) or a
+        `hitstream.job_metrics.JobMetrics` (workers elsewhere: the job service's metrics)."""
         if interval <= 0:
             raise ValueError("progress interval must be positive")
         self.id = query_id or str(uuid.uuid4())
@@ -289,8 +291,11 @@ class StreamingQuery:
                 self._listeners.remove(listener)
 
     def bind(self, result) -> None:
-        """Attach the job's PipelineResult, so `status` reports its state and `stop()` can cancel it."""
+        """Attach the job's PipelineResult, so `status` reports its state and `stop()` can cancel it (and a
+        JobMetrics registry can ask its job service)."""
         self._result = result
+        if hasattr(self._registry, "bind"):
+            self._registry.bind(result)
 
     def start(self) -> "StreamingQuery":
         """Reset the registry, turn the hooks on and publish a record every `interval` seconds."""

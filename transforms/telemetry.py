@@ -218,7 +218,9 @@ def _log_identity_once() -> None:
 # The steps' telemetry: each DoFn holds one and calls it once per batch. Beam metrics first, then the registry.
 
 class ReadTelemetry:
-    """The Kafka read's: records read, per read call, late at the source, offsets lost to retention."""
+    """The Kafka read's: records read, per read call, late at the source, offsets lost to retention; and per
+    partition (`partition_metric`) its records, read time, next offset, log end and watermark, so a launcher whose
+    workers run elsewhere can build its progress from the job's metrics (`hitstream/job_metrics.py`)."""
 
     def __init__(self) -> None:
         _log_identity_once()
@@ -227,14 +229,35 @@ class ReadTelemetry:
         self._per_read = Metrics.distribution(NAMESPACE, "kafka_records_per_read")
         self._late = Metrics.counter(NAMESPACE, "kafka_records_late")
         self._lost = Metrics.counter(NAMESPACE, "kafka_offsets_lost")
+        self._partitions: Dict[Tuple[str, int], tuple] = {}
 
     def read(self, topic: str, partition: int, first_offset: int, next_offset: int, count: int,
              latest: Optional[int], watermark_state: Tuple[int, int], delay_micros: int, seconds: float) -> None:
         self._records.inc(count)
         self._per_read.update(count)
+        records, micros, offset, log_end, watermark = self._partition_metrics(topic, partition)
+        records.inc(count)
+        micros.inc(int(seconds * 1e6))
+        offset.set(next_offset)
+        if latest is not None and latest >= 0:
+            log_end.set(latest)
+        reported, max_event = watermark_state
+        if max(reported, max_event - delay_micros) > _MIN_MICROS:
+            watermark.set(max(reported, max_event - delay_micros))
         if REGISTRY.active:
             REGISTRY.record_read(topic, partition, first_offset, next_offset, count, latest, watermark_state,
                                  delay_micros, seconds)
+
+    def _partition_metrics(self, topic: str, partition: int) -> tuple:
+        metrics = self._partitions.get((topic, partition))
+        if metrics is None:
+            metrics = self._partitions[(topic, partition)] = (
+                Metrics.counter(NAMESPACE, partition_metric(topic, partition, "records")),
+                Metrics.counter(NAMESPACE, partition_metric(topic, partition, "read_micros")),
+                Metrics.gauge(NAMESPACE, partition_metric(topic, partition, "next_offset")),
+                Metrics.gauge(NAMESPACE, partition_metric(topic, partition, "log_end")),
+                Metrics.gauge(NAMESPACE, partition_metric(topic, partition, "watermark_micros")))
+        return metrics
 
     def late(self, count: int) -> None:
         """Flagged late at the source; the windowed queries count what they drop (WindowTelemetry.late)."""
@@ -245,14 +268,25 @@ class ReadTelemetry:
         self._lost.inc(offsets)
 
 
+def partition_metric(topic: str, partition: int, what: str) -> str:
+    """The name of one partition's read metric: `kafka/<topic>/<partition>/<what>` (no topic name holds a '/')."""
+    return f"kafka/{topic}/{partition}/{what}"
+
+
+RECORDS_PARSED = "records_parsed"  # every source's input rows
+DEAD_LETTERS = "dead_letters"
+
+
 class ParseTelemetry:
     """The parse's: records in, dead letters out."""
 
     def __init__(self) -> None:
-        self._dead_letters = Metrics.counter(NAMESPACE, "dead_letters")
+        self._records = Metrics.counter(NAMESPACE, RECORDS_PARSED)
+        self._dead_letters = Metrics.counter(NAMESPACE, DEAD_LETTERS)
 
     def parsed(self, records: int, hits: Sequence[Any]) -> None:
         """`records` parsed, of which `hits` (Hit rows) were valid; the rest were dead letters."""
+        self._records.inc(records)
         if records > len(hits):
             self._dead_letters.inc(records - len(hits))
         if REGISTRY.active:
@@ -300,14 +334,19 @@ class WindowTelemetry:
             REGISTRY.record_final_windows(slots)
 
 
+ROWS_WRITTEN, WRITE_ERRORS, WRITE_MICROS = "rows_written", "write_errors", "write_micros"  # per sink: <name>.<what>
+
+
 class SinkTelemetry:
-    """A sink's (metrics `<name>.rows_written`, `.write_errors`, `.retries`), and its rows as the live result."""
+    """A sink's (metrics `<name>.rows_written`, `.write_errors`, `.retries`, `.write_micros`), and its rows as the
+    live result."""
 
     def __init__(self, name: str) -> None:
         self._name = name
-        self._rows_written = Metrics.counter(NAMESPACE, f"{name}.rows_written")
-        self._write_errors = Metrics.counter(NAMESPACE, f"{name}.write_errors")
+        self._rows_written = Metrics.counter(NAMESPACE, f"{name}.{ROWS_WRITTEN}")
+        self._write_errors = Metrics.counter(NAMESPACE, f"{name}.{WRITE_ERRORS}")
         self._retries = Metrics.counter(NAMESPACE, f"{name}.retries")
+        self._write_micros = Metrics.counter(NAMESPACE, f"{name}.{WRITE_MICROS}")
 
     def written(self, rows: Any) -> None:
         """`rows`: a list of rows, or a complete-mode Snapshot."""
@@ -323,5 +362,6 @@ class SinkTelemetry:
             REGISTRY.record_sink(self._name, errors=1)
 
     def spent(self, seconds: float) -> None:
+        self._write_micros.inc(int(seconds * 1e6))
         if REGISTRY.active:
             REGISTRY.record_sink(self._name, seconds=seconds)

@@ -21,6 +21,8 @@ from confluent_kafka import Consumer
 
 import runners
 from hitstream.generator import ProduceSpec, produce
+from hitstream.job_metrics import JobMetrics
+from hitstream.progress import StreamingQuery
 from pipelines.blog import build_pipeline, run
 from stack import paths
 from stack.python_worker import VENV_ROOT
@@ -77,14 +79,16 @@ def test_streaming_counts_change_while_producing_and_stop_cleanly(kafka_bootstra
     seen, stop = [], threading.Event()
     tail = threading.Thread(target=_tail, args=(kafka_bootstrap, out_topic, stop, seen), daemon=True)
     tail.start()
+    query = StreamingQuery(name="cluster-live", interval=1.0, registry=JobMetrics()).start()
     result = pipeline.run()
+    query.bind(result)
     try:
         # The workers need a few seconds to start (a venv, the staged package installed into it): produce after.
         deadline = time.monotonic() + 120
         while result.state != PipelineState.RUNNING and time.monotonic() < deadline:
             time.sleep(0.5)
         spec = ProduceSpec(topic=topic, bootstrap_servers=kafka_bootstrap, count=6000, rate=200, partitions=3,
-                           zipcodes=5, skew=0.0)
+                           zipcodes=5, skew=0.0, malformed_share=0.02)
         report = produce(spec)
         produced_at = time.time()
         latest = {}
@@ -93,12 +97,15 @@ def test_streaming_counts_change_while_producing_and_stop_cleanly(kafka_bootstra
             latest = {}
             for _, key, count in list(seen):
                 latest[key] = max(latest.get(key, 0), count)
-            if latest == dict(report.zip_counts):
+            progress = query.last_progress or {}
+            if latest == dict(report.zip_counts) and progress.get("totalInputRows") == report.produced:
                 break
             time.sleep(0.5)
         state_before_stop = result.state
+        records = query.recent_progress
     finally:
         result.cancel()
+        query.close()
         stop.set()
     stopped = time.monotonic()
     while not PipelineState.is_terminal(result.state) and time.monotonic() < stopped + 30:
@@ -112,6 +119,16 @@ def test_streaming_counts_change_while_producing_and_stop_cleanly(kafka_bootstra
         per_zip.setdefault(key, set()).add(count)
     assert len(during) >= 5 and max(len(counts) for counts in per_zip.values()) >= 3, during[:10]
     assert result.state == PipelineState.CANCELLED, f"the job did not stop cleanly: {result.state}"
+    # The progress records, built from the job service's metrics alone (the workers share no memory with this
+    # process): every record read and parsed once, the dead letters, no late rows, each partition caught up.
+    last = records[-1]
+    assert last["totalInputRows"] == report.produced and last["totalDeadLetterRows"] == report.malformed, last
+    assert sum(r["numInputRows"] for r in records) == report.produced
+    assert last["totalLateRows"] == 0 and last["eventTime"]["watermark"] is not None
+    (source,) = last["sources"]
+    assert set(source["lag"][topic]) == {"0", "1", "2"} and not any(source["lag"][topic].values()), source
+    assert max(r["inputRowsPerSecond"] for r in records) > 0 and max(r["processedRowsPerSecond"] for r in records) > 0
+    assert {s["description"] for s in last["sinks"]} == {f"kafka.zip_counts.{out_topic}"}
 
 
 def test_refuses_what_needs_workers_in_the_launcher(tmp_path, capsys):
