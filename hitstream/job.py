@@ -12,9 +12,12 @@ import logging
 
 from hitstream import dashboard, server
 from hitstream.job_metrics import JobMetrics
+from hitstream.kafka_results import KafkaResults
 from hitstream.progress import DEFAULT_INTERVAL, REGISTRY, StreamingQuery, query_id_for
 from hitstream.terminal import TerminalProgress, terminal_wanted
 from pipelines.options import Settings
+from pipelines.sinks import SinkSettings
+from transforms.catalog import AGGREGATION_OF_ROW
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -27,16 +30,27 @@ def start_for_job(options, runner: str = "prism") -> StreamingQuery:
     topic = options.subscribe_pattern or options.assign or options.topic
     name = f"blog[{topic}]" if options.source == "kafka" else f"blog[{options.source}]"
     in_process = runner in IN_PROCESS_RUNNERS
+    live_results = None if in_process or not options.dashboard else _kafka_results(options)
     query = StreamingQuery(name=name, interval=DEFAULT_INTERVAL, query_id=query_id_for(options.checkpoint_dir),
-                           registry=REGISTRY if in_process else JobMetrics())
+                           registry=REGISTRY if in_process else JobMetrics(live_results))
     if options.dashboard:
-        if not in_process:
-            _LOGGER.warning("dashboard: the %s runner's workers run in other processes; its progress comes from the "
-                            "job's metrics, and its result charts stay empty (see README, known limits)", runner)
+        if not in_process and live_results is None:
+            _LOGGER.warning("dashboard: the %s runner's workers run in other processes and no query is written to "
+                            "a Kafka sink in JSON, so the result charts stay empty (see README, Dashboard)", runner)
         dashboard.serve(query, options.dashboard_port, options.dashboard_host)
     if terminal_wanted():
         query.add_listener(TerminalProgress())
     return query.start()
+
+
+def _kafka_results(options):
+    """The Kafka sink's topic as the dashboard's results, when an aggregation is written there in JSON."""
+    aggregations = set(AGGREGATION_OF_ROW.values())
+    if options.kafka_value_format != "json" or not any(
+            choice.sink == "kafka" and choice.query in aggregations for choice in Settings.from_options(options).sinks):
+        return None
+    sinks = SinkSettings.from_options(options)
+    return KafkaResults(sinks.bootstrap_servers, sinks.output_topic, sinks.kafka_client).start()
 
 
 class ObservedJob:
@@ -49,7 +63,7 @@ class ObservedJob:
         self.query.bind(result)
 
     def close(self) -> None:
-        self.query.close()  # a last record, then the hooks turn off
+        self.query.close()  # a last record, then the hooks turn off (and a JobMetrics stops tailing results)
         server.stop_all()  # the dashboard and SQL box, with their requests in flight, before the interpreter exits
 
 

@@ -51,12 +51,14 @@ def _read(result) -> Tuple[Dict[str, int], Dict[str, int], int]:
 
 
 class JobMetrics:
-    """A ProgressRegistry's reading side (`drain`, `results`) over the job service's metrics."""
+    """A ProgressRegistry's reading side (`drain`, `results`) over the job service's metrics. The metrics carry no
+    rows: `results()` comes from `live_results` (a `hitstream.kafka_results.KafkaResults`), or is empty."""
 
-    def __init__(self) -> None:
+    def __init__(self, live_results=None) -> None:
         self.active = False  # the registry's flag; nothing here reports into it
         self._lock = threading.Lock()
         self._result = None
+        self._live_results = live_results
         self.reset()
 
     def bind(self, result) -> None:
@@ -121,5 +123,8 @@ class JobMetrics:
         return sinks
 
     def results(self) -> Dict[str, List[tuple]]:
-        """The metrics carry no rows: the dashboard's charts stay empty (see README, known limits)."""
-        return {}
+        return self._live_results.results() if self._live_results is not None else {}
+
+    def close(self) -> None:
+        if self._live_results is not None:
+            self._live_results.close()

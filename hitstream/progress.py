@@ -320,6 +320,8 @@ class StreamingQuery:
         self._thread.join(timeout=self.interval + 5)
         self.publish()
         self._registry.active = False
+        if hasattr(self._registry, "close"):
+            self._registry.close()
         self._message = "Stopped"
         for listener in self._all_listeners():
             _notify(listener, "on_query_terminated", self)

@@ -348,3 +348,43 @@ def test_num_input_rows_summed_over_a_bounded_run_equals_records_produced(kafka_
     assert windows["hitsIntoWindows"] + windows["lateHits"] == report.produced - report.malformed
     assert windows["hitsInFinalWindows"] == windows["hitsIntoWindows"]
     assert windows["finalWindowSlots"] == windows["windowSlots"] == 2 * windows["hitsIntoWindows"]
+
+
+def test_dashboard_on_prism_cluster_charts_from_the_kafka_sink_and_the_job_metrics(kafka_bootstrap, topic_factory):
+    """Workers in processes of their own: the bars and pies come from the Kafka sink's topic, the rates and lag from
+    the job service's metrics (nothing passes through the launcher's memory)."""
+    topic = topic_factory(partitions=3, prefix="dashboard-cluster")
+    out_topic = topic_factory(partitions=1, prefix="dashboard-cluster-out")
+    port = _free_port()
+    argv = ["--runner", "prism-cluster", f"--topic={topic}", f"--bootstrap-servers={kafka_bootstrap}",
+            "--trigger=processing-time=1s", f"--group-id=g-{topic}", "--starting-offsets=earliest",
+            "--sink=zip_counts=kafka:update", "--sink=zip_window_counts=kafka:update", f"--output-topic={out_topic}",
+            "--dashboard", f"--dashboard-port={port}", "--run-seconds=200"]
+    spec = ProduceSpec(topic=topic, bootstrap_servers=kafka_bootstrap, count=6000, rate=250, partitions=3,
+                       zipcodes=8, skew=0.8, malformed_share=0.02, seed=8, keep_events=False)
+    reports = []
+    producer = threading.Thread(target=lambda: reports.append(produce(spec)), name="dashboard-producer")
+    with _job(argv) as (job, log), _chromium() as driver:
+        _wait_for("the dashboard to answer", lambda: _get(port, "/status")[0] == 200, 60)
+        driver.get(f"http://127.0.0.1:{port}/")
+        _wait_for("the page to poll", lambda: _polls(driver) >= 1, 15)
+        producer.start()
+        first = _wait_for("bars in the zipcode chart", lambda: _bars(driver), 90)
+        assert producer.is_alive(), "the producer finished before the chart showed anything; produce more slowly"
+        second = _wait_for("the zipcode bars to grow", lambda: (
+            sum(_bars(driver).values()) > sum(first.values()) and _bars(driver)), 15)
+        assert producer.is_alive(), f"the bars did not change while hits were produced: {first} -> {second}"
+        producer.join(timeout=60)
+        report = reports[0]
+        _wait_for("the bars to equal the reference", lambda: _bars(driver) == dict(report.zip_counts), 60)
+        last = _wait_for("every record in the progress totals",
+                         lambda: (_get(port, "/progress")[1] or {}).get("totalInputRows") == report.produced
+                         and _get(port, "/progress")[1], 30)
+        assert last["totalDeadLetterRows"] == report.malformed
+        _wait_for("zero lag", lambda: _get(port, "/progress")[1]["sources"][0]["lag"][topic]
+                  == {"0": 0, "1": 0, "2": 0}, 20)
+        assert max(p["inputRowsPerSecond"] for p in _get(port, "/progress/recent")[1]["progress"]) > 0
+        assert len(driver.find_elements("css selector", "#chart-lag g.bar")) == 3
+        assert driver.find_elements("css selector", "#chart-windows figure.pie path.slice, "
+                                                    "#chart-windows figure.pie circle.slice")
+        assert job.poll() is None, log.read_text()[-3000:]
