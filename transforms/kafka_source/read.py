@@ -26,6 +26,9 @@ from transforms.times import to_micros
 
 _LOGGER = logging.getLogger(__name__)
 
+# How often an idle partition's consumer is checked against the broker's log end (see `_replace_if_stalled`).
+STALL_CHECK_SECONDS = 10.0
+
 
 @dataclasses.dataclass
 class _Call:
@@ -52,6 +55,7 @@ class ReadPartitionsFn(beam.DoFn):
         IDLE_CONSUMERS.join()
         self._committer = None  # created on the first commit; finalization may run on another thread
         self._commit_lock = threading.Lock()
+        self._stall_checks = {}  # (topic, partition) -> (monotonic time, next offset, whether the log was ahead)
 
     def teardown(self):
         consumers, self._consumers = self._consumers, {}
@@ -99,6 +103,8 @@ class ReadPartitionsFn(beam.DoFn):
         call = yield from self._read(spec, consumer, restriction, tracker, watermark,
                                      deadline=started + self._config.max_read_seconds)
         high, drained = self._log_end(spec, consumer, restriction, call)
+        if not call.claimed and restriction.stop == UNBOUNDED:
+            self._replace_if_stalled(spec, consumer, call.next_offset)
         self._give_back(spec)
         self._register_finalization(spec, restriction, call, finalizer, watermark)
         self._report(spec, restriction, call, high, watermark, started)
@@ -279,6 +285,35 @@ class ReadPartitionsFn(beam.DoFn):
         self._telemetry.lost(max(0, low - next_offset))
         consumer.assign([TopicPartition(spec.topic, spec.partition, low)])
         return low
+
+    def _replace_if_stalled(self, spec: PartitionSpec, consumer: Consumer, next_offset: int) -> None:
+        """Drop a consumer that stopped fetching, so the next call reads with a fresh one.
+
+        After a broker restart, librdkafka sometimes keeps an assigned partition as unknown in its metadata ("Local:
+        Unknown partition") and fetches nothing until its next metadata refresh, five minutes later by default: an
+        idle-looking partition whose records pile up (seen in the broker-restart fault test). So every
+        STALL_CHECK_SECONDS an idle partition asks the broker for its log end; the consumer is dropped when that
+        fails on the consumer's own metadata, or when the log was ahead of the read at two checks in a row."""
+        key = (spec.topic, spec.partition)
+        now = time.monotonic()
+        last = self._stall_checks.get(key)
+        if last is not None and now - last[0] < STALL_CHECK_SECONDS:
+            return
+        try:
+            _, high = consumer.get_watermark_offsets(TopicPartition(spec.topic, spec.partition), timeout=2)
+            stuck = (high > next_offset and last is not None and last[2] and last[1] == next_offset,
+                     f"the log ends at {high}")
+        except KafkaException as error:
+            code = error.args[0].code()
+            stuck = (code in (KafkaError._UNKNOWN_PARTITION, KafkaError._UNKNOWN_TOPIC), str(error.args[0]))
+            high = -1
+        self._stall_checks[key] = (now, next_offset, high > next_offset)
+        if stuck[0]:
+            _LOGGER.warning("Kafka source: the consumer of %s [%d] stopped fetching at offset %d (%s); reading on "
+                            "with a new one", spec.topic, spec.partition, next_offset, stuck[1])
+            self._consumers.pop(key, None)
+            consumer.close()
+            self._stall_checks.pop(key, None)
 
     def _remember(self, spec: PartitionSpec, consumer: Consumer, next_offset: int):
         self._consumers[(spec.topic, spec.partition)] = (consumer, next_offset)
