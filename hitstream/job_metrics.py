@@ -12,15 +12,19 @@ finished bundles did; and the event-time min/max/avg of each interval (only the 
 """
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Any, Dict, List, Tuple
 
+import grpc
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.portability.api import beam_job_api_pb2
 from apache_beam.runners.portability.portable_runner import PortableMetrics
 
 from transforms import telemetry
 from transforms.telemetry import IntervalCounts, PartitionState, SinkCounts
+
+_LOGGER = logging.getLogger(__name__)
 
 
 def fresh_metrics(result):
@@ -66,20 +70,22 @@ class JobMetrics:
 
     def reset(self) -> None:
         with self._lock:
-            self._previous: Tuple[Dict[str, int], int] = ({}, 0)
+            self._previous: Tuple[Dict[str, int], Dict[str, int], int] = ({}, {}, 0)
             self._interval_start: Dict[Tuple[str, int], int] = {}
 
     def drain(self) -> Dict[str, Any]:
         """What finished bundles did since the last drain, in REGISTRY.drain()'s shape."""
-        if self._result is None:
-            counters, gauges, calls = {}, {}, 0
-        else:
-            counters, gauges, calls = _read(self._result)
+        counters, gauges, calls = self._previous
+        if self._result is not None:
+            try:
+                counters, gauges, calls = _read(self._result)
+            except grpc.RpcError as error:  # the job ended and its job service is gone: nothing new to report
+                _LOGGER.debug("progress: the job service did not answer: %s", error.code())
         with self._lock:
-            before, calls_before = self._previous
-            self._previous = (counters, calls)
+            before, _, calls_before = self._previous
+            self._previous = (counters, gauges, calls)
             delta = {name: value - before.get(name, 0) for name, value in counters.items()}
-            partitions = self._partitions(counters, gauges, delta)
+            partitions = self._partitions(gauges, delta)
         interval = IntervalCounts(
             input_rows=delta.get(telemetry.RECORDS_PARSED, 0), late_rows=delta.get(telemetry.LATE_RECORDS, 0),
             dead_letters=delta.get(telemetry.DEAD_LETTERS, 0), read_calls=calls - calls_before,
@@ -92,8 +98,7 @@ class JobMetrics:
         return {"interval": interval, "partitions": partitions, "sinks": self._sinks(counters, delta),
                 "totals": totals}
 
-    def _partitions(self, counters: Dict[str, int], gauges: Dict[str, int], delta: Dict[str, int]
-                    ) -> Dict[Tuple[str, int], PartitionState]:
+    def _partitions(self, gauges: Dict[str, int], delta: Dict[str, int]) -> Dict[Tuple[str, int], PartitionState]:
         partitions = {}
         for name, next_offset in gauges.items():
             parts = name.split("/")
