@@ -1,0 +1,146 @@
+"""Beam's Java KafkaIO for `--kafka-io java`, without Docker: the unshaded jars from Maven Central, Beam's Java boot
+program, and an expansion service that hands Prism a PROCESS environment for the Java worker.
+
+- The classpath: `java-kafkaio-pom.xml` resolved with `mvn dependency:copy-dependencies` (about 140 MB, a minute
+  cold), at JAVA_BEAM_VERSION, the newest Beam Java whose expansion service and harness Maven Central serves.
+- The boot program: `go install github.com/apache/beam/sdks/v2/java/container@v<BEAM_VERSION>`. Prism runs it as
+  `<command> --id='<id>' ...` without a shell, so `worker_command()` is a script that strips the quotes, gives the
+  worker its own folder and caps its heap (the boot program's own -Xmx is 70% of the machine's memory; the
+  JVM takes `_JAVA_OPTIONS` after the command line).
+- `ExpansionService`: started for a job by `expansion_service()`, stopped when the job has been submitted.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from importlib import resources
+from pathlib import Path
+from typing import Iterator
+
+from stack import paths
+from stack.prism import go_binary, run_tool
+from stack.versions import BEAM_VERSION
+
+_LOGGER = logging.getLogger(__name__)
+
+JAVA_BEAM_VERSION = "2.73.0"
+JAVA_WORKER_HEAP = "768m"  # the Java worker's -Xmx
+BOOT_MODULE = f"github.com/apache/beam/sdks/v2/java/container@v{BEAM_VERSION}"
+
+_SCRIPT = """#!/bin/sh
+# hitstream: start Beam's Java boot program for Prism's PROCESS environment (see stack/java_kafkaio.py).
+id=$(printf '%s' "$1" | sed -e 's/^--id=//' -e "s/'//g")
+shift
+dir=$(mktemp -d "{workers}/java-worker-$id.XXXXXX")
+( while kill -0 $$ 2>/dev/null; do sleep 2; done; rm -rf "$dir" ) >/dev/null 2>&1 </dev/null &
+export _JAVA_OPTIONS="-Xmx{heap}"
+exec "{boot}" --id="$id" --semi_persist_dir="$dir" "$@"
+"""
+
+
+def _tools() -> Path:
+    return paths.tool_dir("java-kafkaio", JAVA_BEAM_VERSION)
+
+
+def classpath_dir() -> Path:
+    return _tools() / "lib"
+
+
+def boot_path() -> str:
+    return str(_tools() / "container")
+
+
+def ensure_classpath() -> Path:
+    """The Java KafkaIO classpath, resolved with mvn once per version."""
+    libs = classpath_dir()
+    if (libs / ".complete").exists():
+        return libs
+    _LOGGER.info("fetching Beam Java %s KafkaIO jars with mvn into %s", JAVA_BEAM_VERSION, libs)
+    with tempfile.TemporaryDirectory(prefix="hitstream-java-kafkaio-") as work:
+        pom = Path(work) / "pom.xml"
+        pom.write_bytes(resources.files("stack").joinpath("java-kafkaio-pom.xml").read_bytes())
+        staging = Path(work) / "lib"
+        run_tool(["mvn", "-q", "-B", "-f", str(pom), "dependency:copy-dependencies",
+                  f"-Dbeam.version={JAVA_BEAM_VERSION}", f"-DoutputDirectory={staging}", "-DincludeScope=runtime"],
+                 f"fetching Beam Java {JAVA_BEAM_VERSION} KafkaIO with mvn")
+        shutil.rmtree(libs, ignore_errors=True)
+        shutil.move(str(staging), libs)  # the whole folder or nothing
+    (libs / ".complete").touch()
+    return libs
+
+
+def ensure_boot() -> str:
+    """Beam's Java boot program, built from the Go module proxy on first use."""
+    binary = boot_path()
+    if not os.access(binary, os.X_OK):
+        _LOGGER.info("building Beam's Java boot program %s", BOOT_MODULE)
+        env = dict(os.environ, GOBIN=str(_tools()), GOWORK="off", GOFLAGS="-mod=mod")
+        run_tool([go_binary(), "install", BOOT_MODULE], "building Beam's Java boot program", env=env)
+    return binary
+
+
+def worker_command() -> str:
+    """The Java worker's PROCESS command: a script that starts the boot program (see the module's docstring)."""
+    workers = paths.cache_root() / "workers"
+    workers.mkdir(parents=True, exist_ok=True)
+    script = _SCRIPT.format(workers=workers, heap=JAVA_WORKER_HEAP, boot=ensure_boot())
+    path = _tools() / "worker"
+    if not path.exists() or path.read_text() != script:
+        path.write_text(script)
+        path.chmod(0o755)
+    return str(path)
+
+
+def ensure() -> None:
+    """Everything the Java path needs, fetched or built once (`hitstream up` does not; the first Java job does)."""
+    ensure_classpath()
+    worker_command()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def expansion_service(timeout: float = 60.0) -> Iterator[str]:
+    """A running Java expansion service for one job, its address yielded; stopped on exit. Fails within `timeout`
+    with the service's own output when it does not come up."""
+    ensure()
+    port = _free_port()
+    command = ["java", "-Xmx512m", "-cp", f"{classpath_dir()}/*", "org.apache.beam.sdk.expansion.service.ExpansionService",
+               str(port), "--defaultEnvironmentType=PROCESS",
+               f'--defaultEnvironmentConfig={{"command": "{worker_command()}"}}']
+    log = tempfile.TemporaryFile()
+    service = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+                break
+            if service.poll() is not None or time.monotonic() > deadline:
+                log.seek(0)
+                raise RuntimeError(f"Beam's Java expansion service did not start ({' '.join(command[:5])} ...): "
+                                   f"{log.read().decode(errors='replace')[-2000:]}")
+            time.sleep(0.25)
+        yield f"localhost:{port}"
+    finally:
+        service.terminate()
+        try:
+            service.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            service.kill()
+        log.close()
+
+
+def status() -> dict:
+    return {"java_beam_version": JAVA_BEAM_VERSION, "classpath": str(classpath_dir()),
+            "fetched": (classpath_dir() / ".complete").exists(), "boot": boot_path(),
+            "built": os.access(boot_path(), os.X_OK), "worker_heap": JAVA_WORKER_HEAP}
