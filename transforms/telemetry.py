@@ -242,7 +242,7 @@ class ReadTelemetry:
         if latest is not None and latest >= 0:
             log_end.set(latest)
         reported, max_event = watermark_state
-        if max(reported, max_event - delay_micros) > _MIN_MICROS:
+        if max(reported, max_event - delay_micros) > _MIN_MICROS:  # what the next call reports (record_read)
             watermark.set(max(reported, max_event - delay_micros))
         if REGISTRY.active:
             REGISTRY.record_read(topic, partition, first_offset, next_offset, count, latest, watermark_state,
