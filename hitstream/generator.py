@@ -62,6 +62,9 @@ class ProduceSpec:
     # Share of hits moved back onto the blog's latest window boundary (hh:02, hh:07, ...) when it lies at most
     # BOUNDARY_REACH_MS behind them: the edge cases of window assignment.
     boundary_share: float = 0.0
+    # Set each well-formed hit's Kafka timestamp (CreateTime) to its hittime, as a device that stamps its own
+    # records does; otherwise Kafka's producer stamps the time of sending.
+    kafka_timestamp_is_hittime: bool = False
 
 
 @dataclasses.dataclass
@@ -177,7 +180,8 @@ def produce(spec: ProduceSpec, on_progress=None) -> ProduceReport:
             report.isp_counts[isp] += 1
         while True:
             try:
-                producer.produce(spec.topic, value=value, key=key,
+                stamp = hit[0] if spec.kafka_timestamp_is_hittime and hit is not None else 0  # 0: now
+                producer.produce(spec.topic, value=value, key=key, timestamp=stamp,
                                  on_delivery=lambda e, m, hit=hit: delivered(e, m, hit))
                 break
             except BufferError:  # local queue full: let deliveries drain

@@ -31,7 +31,7 @@ import runners
 from pipelines.options import HitstreamOptions, KafkaClientSettings, Settings, kafka_client_settings
 from pipelines.preflight import preflight
 from pipelines.sinks import SinkSettings, check_sink_choices, dead_letter_sinks, sink_for
-from runners.jars import java_jar
+from runners.jars import java_kafka_expansion_service
 from transforms.checkpoint import AggregateCheckpoint, CountForCheckpointFn, QuerySpec
 from transforms.directory_source import ReadFromDirectory
 from transforms.kafka_java import ReadFromKafkaJava
@@ -81,11 +81,9 @@ def _reader(hs: HitstreamOptions, settings: Settings, checkpoint: Optional[Aggre
         return ReadFromDirectory(hs.source_path or "", bounded=not settings.streaming, event_time=event_time)
     config = kafka_source_config(hs, settings, checkpoint)
     if hs.kafka_io == "java":
-        try:
-            jar = java_jar("io-expansion-service")  # fail at graph construction, before anything starts
-        except runners.RunnerUnavailable as error:
-            raise RuntimeError(f"--kafka-io=java: {error}. Use the default --kafka-io=native.") from None
-        return ReadFromKafkaJava(config, jar)
+        windowed = any(QUERIES[choice.query].kind is QueryKind.WINDOWED_AGGREGATION for choice in settings.sinks)
+        return ReadFromKafkaJava(config, java_kafka_expansion_service(), streaming=settings.streaming,
+                                 windowed=windowed)
     return ReadFromKafka(config)
 
 

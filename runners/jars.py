@@ -2,6 +2,7 @@
 RunnerUnavailable that says exactly why not."""
 from runners import RunnerUnavailable
 from stack import beam_jars
+from stack.java_kafkaio import JavaExpansionService
 
 
 def java_jar(name: str) -> str:
@@ -10,3 +11,8 @@ def java_jar(name: str) -> str:
     if path:
         return path
     raise RunnerUnavailable(beam_jars.missing_reason(name))
+
+
+def java_kafka_expansion_service():
+    """The expansion service of `--kafka-io java` (see stack.java_kafkaio): started for the expansion only."""
+    return JavaExpansionService()

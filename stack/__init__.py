@@ -8,7 +8,7 @@ import logging
 import os
 import time
 
-from stack import beam_jars, kafka, mariadb, prism, python_worker, versions
+from stack import beam_jars, java_kafkaio, kafka, mariadb, prism, python_worker, versions
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -36,6 +36,7 @@ def status() -> dict:
         "mariadb": mariadb.status(),
         "prism": {"path": prism.prism_path(), "built": os.access(prism.prism_path(), os.X_OK)},
         "python_worker": python_worker.status(),
+        "java_kafkaio": java_kafkaio.status(),
         "beam_jars": beam_jars.load_status(),
     }
     report["ok"] = report["kafka"]["healthy"] and report["mariadb"]["healthy"] and report["prism"]["built"]

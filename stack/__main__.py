@@ -13,12 +13,15 @@ import stack
 
 def _summary(report: dict) -> str:
     kafka, mariadb, prism, worker = report["kafka"], report["mariadb"], report["prism"], report["python_worker"]
+    java = report["java_kafkaio"]
     jars = ", ".join(f"{name} {record['status']}" for name, record in report["beam_jars"].items())
     return "\n".join([
         f"kafka {kafka['version']}: {'up' if kafka['healthy'] else 'DOWN'} at {kafka['bootstrap']}",
         f"mariadb: {'up' if mariadb['healthy'] else 'DOWN'} at {mariadb['url']}",
         f"prism {report['beam_version']}: {'built' if prism['built'] else 'MISSING'} at {prism['path']}",
         f"python boot (prism-cluster workers): {'built' if worker['built'] else 'MISSING'} at {worker['boot']}",
+        f"java kafkaio {java['java_beam_version']} (--kafka-io java, fetched by its first job): "
+        f"classpath {'fetched' if java['fetched'] else 'not fetched'}, boot {'built' if java['built'] else 'not built'}",
         f"beam jars (optional): {jars or 'not checked'}",
     ])
 

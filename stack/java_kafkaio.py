@@ -7,7 +7,7 @@ program, and an expansion service that hands Prism a PROCESS environment for the
   `<command> --id='<id>' ...` without a shell, so `worker_command()` is a script that strips the quotes, gives the
   worker its own folder and caps its heap (the boot program's own -Xmx is 70% of the machine's memory; the
   JVM takes `_JAVA_OPTIONS` after the command line).
-- `ExpansionService`: started for a job by `expansion_service()`, stopped when the job has been submitted.
+- `ExpansionService`: started by `JavaExpansionService` for the expansion of a job's Java read, stopped after it.
 """
 from __future__ import annotations
 
@@ -21,7 +21,8 @@ import tempfile
 import time
 from importlib import resources
 from pathlib import Path
-from typing import Iterator
+
+import grpc
 
 from stack import paths
 from stack.prism import go_binary, run_tool
@@ -97,9 +98,25 @@ def worker_command() -> str:
     return str(path)
 
 
+BOOT_JARS_DIR = Path("/opt/apache/beam/jars")  # where Beam's Java boot program looks for these (fixed in boot.go)
+_BOOT_JARS = {"beam-sdks-java-harness.jar": "beam-sdks-java-harness-", "jamm.jar": "jamm-",
+              "slf4j-api.jar": "slf4j-api-", "slf4j-jdk14.jar": "slf4j-jdk14-"}
+
+
+def _link_boot_jars(libs: Path) -> None:
+    """The jars a Beam Java container image holds in BOOT_JARS_DIR, as links into the classpath."""
+    BOOT_JARS_DIR.mkdir(parents=True, exist_ok=True)
+    for name, prefix in _BOOT_JARS.items():
+        (jar,) = [path for path in libs.glob(f"{prefix}*.jar") if path.name[len(prefix)].isdigit()]
+        link = BOOT_JARS_DIR / name
+        if not link.exists() or link.resolve() != jar.resolve():
+            link.unlink(missing_ok=True)
+            link.symlink_to(jar)
+
+
 def ensure() -> None:
     """Everything the Java path needs, fetched or built once (`hitstream up` does not; the first Java job does)."""
-    ensure_classpath()
+    _link_boot_jars(ensure_classpath())
     worker_command()
 
 
@@ -109,35 +126,50 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-@contextlib.contextmanager
-def expansion_service(timeout: float = 60.0) -> Iterator[str]:
-    """A running Java expansion service for one job, its address yielded; stopped on exit. Fails within `timeout`
-    with the service's own output when it does not come up."""
-    ensure()
-    port = _free_port()
-    command = ["java", "-Xmx512m", "-cp", f"{classpath_dir()}/*", "org.apache.beam.sdk.expansion.service.ExpansionService",
-               str(port), "--defaultEnvironmentType=PROCESS",
-               f'--defaultEnvironmentConfig={{"command": "{worker_command()}"}}']
-    log = tempfile.TemporaryFile()
-    service = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + timeout
+class JavaExpansionService:
+    """Beam's Java expansion service as Beam's ExternalTransform takes one: entered for an expansion (which also
+    fetches the Java step's artifacts), it starts the JVM and yields a stub; on exit it stops it. Fails within
+    `timeout` seconds, with the service's own output, when the service does not come up."""
+
+    def __init__(self, timeout: float = 60.0) -> None:
+        self._timeout = timeout
+        self._service = self._channel = self._log = None
+
+    def __enter__(self):
+        from apache_beam.transforms.external import ExpansionAndArtifactRetrievalStub
+        ensure()
+        port = _free_port()
+        command = ["java", "-Xmx512m", "-cp", f"{classpath_dir()}/*",
+                   "org.apache.beam.sdk.expansion.service.ExpansionService", str(port),
+                   "--defaultEnvironmentType=PROCESS", f'--defaultEnvironmentConfig={{"command": "{worker_command()}"}}']
+        self._log = tempfile.TemporaryFile()
+        self._service = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + self._timeout
         while True:
             with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
                 break
-            if service.poll() is not None or time.monotonic() > deadline:
-                log.seek(0)
-                raise RuntimeError(f"Beam's Java expansion service did not start ({' '.join(command[:5])} ...): "
-                                   f"{log.read().decode(errors='replace')[-2000:]}")
+            if self._service.poll() is not None or time.monotonic() > deadline:
+                self._log.seek(0)
+                output = self._log.read().decode(errors="replace")[-2000:]
+                self.__exit__()
+                raise RuntimeError(f"Beam's Java expansion service did not start within {self._timeout:.0f} s: "
+                                   f"{output}")
             time.sleep(0.25)
-        yield f"localhost:{port}"
-    finally:
-        service.terminate()
-        try:
-            service.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            service.kill()
-        log.close()
+        self._channel = grpc.insecure_channel(f"localhost:{port}", options=[("grpc.max_receive_message_length", -1)])
+        return ExpansionAndArtifactRetrievalStub(self._channel)
+
+    def __exit__(self, *exc) -> None:
+        if self._channel is not None:
+            self._channel.close()
+        if self._service is not None and self._service.poll() is None:
+            self._service.terminate()
+            try:
+                self._service.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._service.kill()
+        if self._log is not None:
+            self._log.close()
+        self._service = self._channel = self._log = None
 
 
 def status() -> dict:

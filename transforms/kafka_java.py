@@ -1,41 +1,80 @@
-"""The optional Java read: Beam's own ReadFromKafka (cross-language), behind `--kafka-io=java`.
+"""The optional Java read, behind `--kafka-io java`: Beam's own ReadFromKafka (cross-language, Java KafkaIO with
+metadata), giving the same KafkaRecord rows as the native source.
 
-It needs Beam's io expansion-service jar, which the pipeline finds through `runners.jars` (the local stack fetches
-it with `mvn`; where Maven Central does not serve it, asking for this path fails at start naming the jar). It also
-needs a Java SDK harness for the Kafka step, which Beam starts with Docker by default (not available here): see
-README, "Kafka I/O". There is no Java Kafka sink yet.
+The expansion service is passed in (an address, or an object Beam's ExternalTransform enters for the expansion,
+such as `stack.java_kafkaio.JavaExpansionService`); Prism runs the Java step in a PROCESS environment.
+
+What of Spark's source options the Java path takes (`check_java_options` refuses the rest before the job starts):
+`subscribe`, `startingOffsets` earliest or latest (as `auto.offset.reset`; the group's committed offsets win, as in
+Java KafkaIO), `kafka.*`, and available-now (bounded at the offsets present at start, as `max_num_records`, their
+count). Not `assign`, `subscribePattern`, per-partition JSON offsets, `startingOffsetsByTimestamp`,
+`endingOffsets`, `maxOffsetsPerTrigger` or `includeHeaders`.
 """
 from __future__ import annotations
 
 import apache_beam as beam
 
-from transforms.kafka_source import KafkaSourceConfig
-from transforms.rows import CREATE_TIME, KafkaRecord
+from transforms.kafka_source import KafkaSourceConfig, resolve_partitions
+from transforms.rows import CREATE_TIME, LOG_APPEND_TIME, KafkaRecord
+
+
+JAVA_TIMESTAMP_POLICIES = {"create-time": "CreateTime", "log-append-time": "LogAppendTime"}
+
+
+def check_java_options(config: KafkaSourceConfig, streaming: bool, windowed: bool) -> None:
+    """Refuse, naming it, a source option the Java path cannot honour."""
+    if windowed and config.timestamp_policy not in JAVA_TIMESTAMP_POLICIES:
+        raise ValueError(
+            "--kafka-io=java cannot window on hittime: Java KafkaIO's watermark follows the Kafka record timestamps "
+            "(its timestamp policy), and a step after the read cannot move it back to the hits' event time, so "
+            "windows of older hittimes would all be late. Use --kafka-io=native, or, when the producers stamp each "
+            "record with its hittime, --timestamp-policy=create-time (or log-append-time).")
+    unsupported = {
+        "assign": config.assign, "subscribePattern": config.subscribe_pattern,
+        "startingOffsets as JSON": not isinstance(config.starting_offsets, str),
+        "startingOffsetsByTimestamp": config.starting_timestamps, "maxOffsetsPerTrigger": config.max_offsets_per_trigger,
+        "includeHeaders": config.include_headers,
+        "endingOffsets": streaming and config.ending_offsets is not None,
+    }
+    refused = [name for name, value in unsupported.items() if value]
+    if refused:
+        raise ValueError(f"--kafka-io=java does not support {', '.join(refused)} (Beam's Java ReadFromKafka, as "
+                         f"called from Python, takes topics, auto.offset.reset and a record count); use the default "
+                         f"--kafka-io=native")
 
 
 class ReadFromKafkaJava(beam.PTransform):
-    """The same KafkaRecord rows as the native source, read by Beam's Java KafkaIO."""
+    """KafkaRecord rows read by Beam's Java KafkaIO (`with_metadata`, so dead letters keep topic, partition and
+    offset). Bounded configs read the records present at start: their count, resolved now."""
 
-    def __init__(self, config: KafkaSourceConfig, expansion_jar: str):
+    def __init__(self, config: KafkaSourceConfig, expansion_service, streaming: bool, windowed: bool):
         super().__init__()
+        check_java_options(config, streaming, windowed)
         self._config = config
-        self._jar = expansion_jar
+        self._expansion_service = expansion_service
+        self._streaming = streaming
 
     def expand(self, pbegin):
-        from apache_beam.io.kafka import ReadFromKafka
-        from apache_beam.transforms.external import JavaJarExpansionService
-        consumer_config = {k: str(v) for k, v in self._config.consumer_config().items()}
-        consumer_config["auto.offset.reset"] = "earliest" if self._config.starting_offsets == "earliest" \
-            else "latest"
+        from apache_beam.io.kafka import ReadFromKafka  # the cross-language wrapper: only this path needs it
+        consumer_config = {key: str(value) for key, value in self._config.consumer_config().items()}
+        consumer_config["auto.offset.reset"] = self._config.starting_offsets
+        max_records = None
+        if not self._streaming:
+            max_records = sum(spec.stop - spec.start for spec in resolve_partitions(self._config))
         return (pbegin
                 | "ReadKafkaJava" >> ReadFromKafka(consumer_config=consumer_config,
                                                    topics=list(self._config.subscribe),
-                                                   topic_pattern=self._config.subscribe_pattern,
-                                                   with_metadata=True,
-                                                   expansion_service=JavaJarExpansionService(self._jar))
+                                                   max_num_records=max_records, with_metadata=True,
+                                                   commit_offset_in_finalize=self._config.commit_offsets,
+                                                   timestamp_policy=JAVA_TIMESTAMP_POLICIES.get(
+                                                       self._config.timestamp_policy, "CreateTime"),
+                                                   expansion_service=self._expansion_service)
                 | "ToKafkaRecords" >> beam.Map(_to_record).with_output_types(KafkaRecord))
 
 
 def _to_record(row) -> KafkaRecord:
-    return KafkaRecord(key=row.msg_key, value=row.msg_value, topic=row.topic, partition=row.partition,
-                       offset=row.offset, timestamp=row.timestamp, timestampType=CREATE_TIME)
+    """Java KafkaIO's metadata row (topic, partition, offset, timestamp, key, value, headers, timestampTypeId,
+    timestampTypeName) as a KafkaRecord."""
+    timestamp_type = LOG_APPEND_TIME if row.timestampTypeName == "LogAppendTime" else CREATE_TIME
+    return KafkaRecord(key=row.key, value=row.value, topic=row.topic, partition=row.partition, offset=row.offset,
+                       timestamp=row.timestamp, timestampType=timestamp_type)

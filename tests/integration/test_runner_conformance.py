@@ -17,7 +17,8 @@ import runners
 from hitstream.generator import ProduceSpec, produce
 from pipelines.blog import build_pipeline
 from tests.collect import CollectFn, collected
-from tests.reliability.faults import dead_letter_coordinates, latest_counts, scratch_database, table_rows
+from tests.reliability.faults import (dead_letter_coordinates, latest_counts, scratch_database, table_rows,
+                                      window_reference)
 
 QUERIES = ("zip_counts:complete", "isp_counts:update", "zip_window_counts:append", "dead_letter")
 
@@ -46,7 +47,7 @@ def _sink_contents(workdir, bootstrap: str, output_topic: str, dead_letter_topic
             "dead_letters": sorted(dead_letter_coordinates(bootstrap, dead_letter_topic))}
 
 
-def _run_on(runner: str, topic: str, bootstrap: str, workdir, topic_factory, jdbc_url: str) -> dict:
+def _run_on(runner: str, topic: str, bootstrap: str, workdir, topic_factory, jdbc_url: str, extra=()) -> dict:
     """Run the job on `runner`; its sinks' contents, and on runners whose workers share this process, what each
     query emitted (tests/collect.py gathers it in this process's memory)."""
     try:
@@ -61,7 +62,7 @@ def _run_on(runner: str, topic: str, bootstrap: str, workdir, topic_factory, jdb
             "--sink=isp_counts=console:update", "--sink=zip_window_counts=console:append",
             "--sink=hits=parquet", f"--parquet-path={workdir / 'hits'}", "--sink=zip_counts=jdbc:complete",
             f"--jdbc-url={jdbc_url}", "--sink=zip_counts=kafka:update", f"--output-topic={output_topic}",
-            f"--dead-letter-topic={dead_letter_topic}"]
+            f"--dead-letter-topic={dead_letter_topic}", *extra]
     options = PipelineOptions(args + runner_args)
     pipeline = beam.Pipeline(options=options)
     outputs = build_pipeline(pipeline, options)
@@ -100,3 +101,41 @@ def test_same_results_on_every_runner(runner, database, produced, kafka_bootstra
         shared = their.keys() & results.keys()
         assert {key: their[key] for key in shared} == {key: results[key] for key in shared}, \
             f"{runner}/{database} differs from {other}"
+
+
+def test_java_kafka_read_equals_the_native_one(kafka_bootstrap, topic_factory, tmp_path):
+    """Beam's Java ReadFromKafka (`--kafka-io java`, the Java step in a PROCESS environment on Prism) against the
+    native read, available-now, on the same topic: every sink and query the same, and equal to the reference. The
+    records carry their hittime as Kafka timestamp, so both reads window on it with --timestamp-policy create-time
+    (the Java read's watermark follows Kafka timestamps: see transforms/kafka_java.py); the windows are checked against
+    DuckDB's."""
+    topic = topic_factory(partitions=3, prefix="conformance-java")
+    report = produce(ProduceSpec(topic=topic, bootstrap_servers=kafka_bootstrap, count=4000, partitions=3,
+                                 zipcodes=10, malformed_share=0.02, event_time_start_ms=1795478400000,
+                                 event_time_span_seconds=3600, seed=6, kafka_timestamp_is_hittime=True))
+    results = {}
+    for kafka_io in ("native", "java"):
+        workdir = tmp_path / kafka_io
+        workdir.mkdir()
+        results[kafka_io] = _run_on("prism", topic, kafka_bootstrap, workdir, topic_factory,
+                                    f"sqlite:///{workdir / 'sink.db'}",
+                                    extra=[f"--kafka-io={kafka_io}", "--timestamp-policy=create-time"])
+    java = results["java"]
+    assert len({(h[3], h[4]) for h in java["parquet_hits"]}) == len(java["parquet_hits"]) == report.well_formed
+    assert dict(java["jdbc_zip_test"]) == dict(report.zip_counts) == dict(java["kafka_latest"])
+    assert len(set(java["dead_letters"])) == report.malformed
+    windows = {(row.window_start.replace(tzinfo=None), row.zipcode): row.count
+               for row in java.pop("zip_window_counts:append")}
+    assert windows == window_reference(report.events)
+    # The native read's windows under --timestamp-policy create-time are not compared: on Prism they lose hits
+    # (102 and 23 of the 140 windows in two runs here; README, Known limits), unlike its default event-time policy.
+    results["native"].pop("zip_window_counts:append")
+    assert java == results["native"]
+
+
+def test_java_kafka_read_refuses_hittime_windows(kafka_bootstrap):
+    args = ["--topic=t", f"--bootstrap-servers={kafka_bootstrap}", "--trigger=available-now", "--kafka-io=java",
+            "--sink=zip_window_counts=console:append"]
+    options = PipelineOptions(args + runners.pipeline_args("prism", streaming=False))
+    with pytest.raises(ValueError, match="cannot window on hittime"):
+        build_pipeline(beam.Pipeline(options=options), options)
