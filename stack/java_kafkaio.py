@@ -39,6 +39,7 @@ _SCRIPT = """#!/bin/sh
 id=$(printf '%s' "$1" | sed -e 's/^--id=//' -e "s/'//g")
 shift
 dir=$(mktemp -d "{workers}/java-worker-$id.XXXXXX")
+cd "$dir" || exit 1  # the boot program writes pathing.jar and pipeline_options.json into its working directory
 ( while kill -0 $$ 2>/dev/null; do sleep 2; done; rm -rf "$dir" ) >/dev/null 2>&1 </dev/null &
 export _JAVA_OPTIONS="-Xmx{heap}"
 exec "{boot}" --id="$id" --semi_persist_dir="$dir" "$@"
