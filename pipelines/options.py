@@ -57,8 +57,8 @@ class HitstreamOptions(PipelineOptions):
         add("--source", dest="source", default="kafka", choices=("kafka", "socket", "directory"),
             help="where hits come from (default: kafka)")
         add("--kafka-io", dest="kafka_io", default="native", choices=("native", "java"),
-            help="Kafka reader: hitstream's Python source, or Beam's Java KafkaIO through the io expansion-service "
-                 "jar (default: native)")
+            help="Kafka reader: hitstream's Python source, or Beam's Java ReadFromKafka (KafkaIO, on Prism; see "
+                 "README, Kafka I/O) (default: native)")
         add("--bootstrap-servers", dest="bootstrap_servers", default="127.0.0.1:9092",
             help="Kafka bootstrap servers (default: 127.0.0.1:9092)")
         add("--topic", dest="topic", default="hits", help="topic(s) to subscribe to, comma-separated (default: hits)")
@@ -130,6 +130,9 @@ class HitstreamOptions(PipelineOptions):
                                                                   "else the query name)")
         add("--output-topic", dest="output_topic", default="hits-counts",
             help="topic of the Kafka sink (default: hits-counts)")
+        add("--kafka-sink-io", dest="kafka_sink_io", default="native", choices=("native", "java"),
+            help="Kafka sink writer: hitstream's confluent-kafka producer, or Beam's Java WriteToKafka (default: "
+                 "native)")
         add("--kafka-value-format", dest="kafka_value_format", default="json", choices=("json", "text"),
             help="Kafka sink value: JSON, or the blog's zipcode:count text (default: json)")
         add("--foreach-writer", dest="foreach_writer", default=None,

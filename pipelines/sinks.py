@@ -15,7 +15,9 @@ from typing import Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 import apache_beam as beam
 
 from pipelines.options import KafkaClientSettings, SinkChoice, kafka_client_settings
+from runners.jars import java_kafka_expansion_service
 from runners.locality import check_local_runner
+from transforms.kafka_java import WriteToKafkaJava
 from transforms.output_modes import OutputMode
 from transforms.sinks.console import WriteToConsole
 from transforms.sinks.foreach import ForeachWriter, KafkaAndSqliteFanOut, WriteToForeach, WriteToForeachBatch
@@ -39,6 +41,7 @@ class SinkSettings:
     bootstrap_servers: str = "127.0.0.1:9092"
     output_topic: str = "hits-counts"
     kafka_value_format: str = "json"
+    kafka_sink_io: str = "native"  # or "java": Beam's Java WriteToKafka
     # Every Kafka producer's client settings (SASL/SSL, ...): the same as the source's consumer. Its repr masks
     # secrets.
     kafka_client: Mapping[str, str] = dataclasses.field(default_factory=KafkaClientSettings)
@@ -53,7 +56,8 @@ class SinkSettings:
                    parquet_path=hs.parquet_path, parquet_partition_by=hs.parquet_partition_by,
                    checkpoint_dir=hs.checkpoint_dir, jdbc_url=hs.jdbc_url, jdbc_table=hs.jdbc_table,
                    bootstrap_servers=hs.bootstrap_servers, output_topic=hs.output_topic,
-                   kafka_value_format=hs.kafka_value_format, kafka_client=kafka_client_settings(hs),
+                   kafka_value_format=hs.kafka_value_format, kafka_sink_io=hs.kafka_sink_io,
+                   kafka_client=kafka_client_settings(hs),
                    foreach_writer=hs.foreach_writer, dead_letter_topic=hs.dead_letter_topic,
                    dead_letter_path=hs.dead_letter_path)
 
@@ -80,14 +84,22 @@ def _foreach(choice: SinkChoice, settings: SinkSettings) -> beam.PTransform:
     raise ValueError(f"--foreach-writer {spec!r} is neither a ForeachWriter subclass nor a function")
 
 
+def _kafka(choice: SinkChoice, settings: SinkSettings) -> beam.PTransform:
+    if settings.kafka_sink_io == "java":
+        producer_config = {**dict(settings.kafka_client), "bootstrap.servers": settings.bootstrap_servers}
+        return WriteToKafkaJava(settings.output_topic, settings.kafka_value_format, producer_config,
+                                java_kafka_expansion_service())
+    return WriteToKafka(settings.bootstrap_servers, settings.output_topic, settings.kafka_value_format,
+                        producer_config=dict(settings.kafka_client), name=f"{choice.query}.{settings.output_topic}")
+
+
 _FACTORIES: Dict[str, Callable[[SinkChoice, SinkSettings], beam.PTransform]] = {
     "console": lambda c, s: WriteToConsole(c.query, s.console_num_rows, s.console_truncate),
     "memory": lambda c, s: WriteToMemory(c.query, append=c.mode is OutputMode.APPEND),
     "parquet": lambda c, s: WriteToParquet(s.parquet_path_for(c.query), s.parquet_partition_by, s.checkpoint_dir,
                                            row_type=ROW_TYPES[c.query], name=c.query),
     "jdbc": lambda c, s: WriteToJdbc(s.jdbc_url, s.jdbc_table, query=c.query),
-    "kafka": lambda c, s: WriteToKafka(s.bootstrap_servers, s.output_topic, s.kafka_value_format,
-                                       producer_config=dict(s.kafka_client), name=f"{c.query}.{s.output_topic}"),
+    "kafka": _kafka,
     "foreach": _foreach,
 }
 

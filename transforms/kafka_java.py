@@ -1,5 +1,6 @@
-"""The optional Java read, behind `--kafka-io java`: Beam's own ReadFromKafka (cross-language, Java KafkaIO with
-metadata), giving the same KafkaRecord rows as the native source.
+"""The optional Java Kafka I/O: behind `--kafka-io java`, Beam's own ReadFromKafka (cross-language, Java KafkaIO with
+metadata), giving the same KafkaRecord rows as the native source; behind `--kafka-sink-io java`, Beam's
+WriteToKafka, with the same keys and values as the native Kafka sink.
 
 The expansion service is passed in (an address, or an object Beam's ExternalTransform enters for the expansion,
 such as `stack.java_kafkaio.JavaExpansionService`); Prism runs the Java step in a PROCESS environment.
@@ -14,8 +15,11 @@ from __future__ import annotations
 
 import apache_beam as beam
 
+from typing import Tuple
+
 from transforms.kafka_source import KafkaSourceConfig, resolve_partitions
-from transforms.rows import CREATE_TIME, LOG_APPEND_TIME, KafkaRecord
+from transforms.rows import CREATE_TIME, LOG_APPEND_TIME, KafkaRecord, Snapshot
+from transforms.sinks.kafka import encode_key, encode_value
 
 
 JAVA_TIMESTAMP_POLICIES = {"create-time": "CreateTime", "log-append-time": "LogAppendTime"}
@@ -78,3 +82,29 @@ def _to_record(row) -> KafkaRecord:
     timestamp_type = LOG_APPEND_TIME if row.timestampTypeName == "LogAppendTime" else CREATE_TIME
     return KafkaRecord(key=row.key, value=row.value, topic=row.topic, partition=row.partition, offset=row.offset,
                        timestamp=row.timestamp, timestampType=timestamp_type)
+
+
+class WriteToKafkaJava(beam.PTransform):
+    """A query's rows (or complete-mode Snapshots, or batches of hits) -> one message per row, written by Beam's Java
+    WriteToKafka: key and value as the native sink encodes them (a row without a key gets an empty one)."""
+
+    def __init__(self, topic: str, value_format: str, producer_config: dict, expansion_service):
+        super().__init__()
+        self._topic = topic
+        self._value_format = value_format
+        self._producer_config = {key: str(value) for key, value in producer_config.items()}
+        self._expansion_service = expansion_service
+
+    def expand(self, elements):
+        from apache_beam.io.kafka import WriteToKafka  # the cross-language wrapper: only this path needs it
+        return (elements
+                | "ToMessages" >> beam.FlatMap(_messages, self._value_format).with_output_types(Tuple[bytes, bytes])
+                | "WriteKafkaJava" >> WriteToKafka(producer_config=self._producer_config, topic=self._topic,
+                                                   expansion_service=self._expansion_service))
+
+
+def _messages(element, value_format: str):
+    """(key, value) of each row of an element: a row, a Snapshot, or a batch of rows."""
+    rows = element.rows if isinstance(element, Snapshot) else [element] if hasattr(element, "_fields") else element
+    for row in rows:
+        yield encode_key(row) or b"", encode_value(row, value_format)

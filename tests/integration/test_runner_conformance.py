@@ -104,8 +104,9 @@ def test_same_results_on_every_runner(runner, database, produced, kafka_bootstra
 
 
 def test_java_kafka_read_equals_the_native_one(kafka_bootstrap, topic_factory, tmp_path):
-    """Beam's Java ReadFromKafka (`--kafka-io java`, the Java step in a PROCESS environment on Prism) against the
-    native read, available-now, on the same topic: every sink and query the same, and equal to the reference. The
+    """Beam's Java ReadFromKafka and WriteToKafka (`--kafka-io java --kafka-sink-io java`, the Java steps in a PROCESS
+    environment on Prism) against the native read and sink, available-now, on the same topic: every sink and query
+    the same (the Kafka topic by its last value per key), and equal to the reference. The
     records carry their hittime as Kafka timestamp, so both reads window on it with --timestamp-policy create-time
     (the Java read's watermark follows Kafka timestamps: see transforms/kafka_java.py); the windows are checked against
     DuckDB's."""
@@ -119,7 +120,8 @@ def test_java_kafka_read_equals_the_native_one(kafka_bootstrap, topic_factory, t
         workdir.mkdir()
         results[kafka_io] = _run_on("prism", topic, kafka_bootstrap, workdir, topic_factory,
                                     f"sqlite:///{workdir / 'sink.db'}",
-                                    extra=[f"--kafka-io={kafka_io}", "--timestamp-policy=create-time"])
+                                    extra=[f"--kafka-io={kafka_io}", f"--kafka-sink-io={kafka_io}",
+                                           "--timestamp-policy=create-time"])
     java = results["java"]
     assert len({(h[3], h[4]) for h in java["parquet_hits"]}) == len(java["parquet_hits"]) == report.well_formed
     assert dict(java["jdbc_zip_test"]) == dict(report.zip_counts) == dict(java["kafka_latest"])

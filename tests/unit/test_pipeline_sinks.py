@@ -9,6 +9,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines.options import HitstreamOptions, SinkChoice
 from pipelines.sinks import SinkSettings, check_sink_choices, sink_for
+from transforms.kafka_java import WriteToKafkaJava
 from transforms.rows import WindowCount
 from transforms.sinks.base import Sink
 from transforms.sinks.memory_store import STORE, memory_sql
@@ -34,6 +35,14 @@ def test_registry_builds_every_sink(tmp_path):
     for kind, query in [("console", "zip_counts"), ("memory", "zip_counts"), ("parquet", "hits"),
                         ("jdbc", "zip_counts"), ("kafka", "zip_counts"), ("foreach", "zip_counts")]:
         assert isinstance(_sink(f"{query}={kind}", options), Sink), kind
+
+
+def test_kafka_sink_io_java_builds_beams_java_write():
+    options = _options("--kafka-sink-io=java", "--output-topic=counts", "--bootstrap-servers=broker:9092")
+    sink = _sink("zip_counts=kafka:update", options)
+    assert isinstance(sink, WriteToKafkaJava) and sink._topic == "counts"
+    assert sink._producer_config["bootstrap.servers"] == "broker:9092"
+    assert isinstance(_sink("zip_counts=kafka:update", _options()), Sink)  # native by default
 
 
 def test_registry_refuses_parquet_in_update_or_complete_mode(tmp_path):
