@@ -25,7 +25,7 @@ from pathlib import Path
 import grpc
 
 from stack import paths
-from stack.prism import go_binary, run_tool
+from stack.build_tools import go_install, run_tool
 from stack.versions import BEAM_VERSION
 
 _LOGGER = logging.getLogger(__name__)
@@ -79,12 +79,7 @@ def ensure_classpath() -> Path:
 
 def ensure_boot() -> str:
     """Beam's Java boot program, built from the Go module proxy on first use."""
-    binary = boot_path()
-    if not os.access(binary, os.X_OK):
-        _LOGGER.info("building Beam's Java boot program %s", BOOT_MODULE)
-        env = dict(os.environ, GOBIN=str(_tools()), GOWORK="off", GOFLAGS="-mod=mod")
-        run_tool([go_binary(), "install", BOOT_MODULE], "building Beam's Java boot program", env=env)
-    return binary
+    return go_install(BOOT_MODULE, _tools(), "container", "building Beam's Java boot program")
 
 
 def worker_command() -> str:

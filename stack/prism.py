@@ -16,11 +16,11 @@ import json
 import logging
 import os
 import shutil
-import subprocess
 import tempfile
 from pathlib import Path
 
 from stack import paths
+from stack.build_tools import go_binary, run_tool
 from stack.versions import BEAM_VERSION
 
 _LOGGER = logging.getLogger(__name__)
@@ -29,23 +29,10 @@ MODULE = "github.com/apache/beam/sdks/v2"
 PATCH = Path(__file__).with_name("prism-residual-watermarks.patch")
 
 
-def go_binary() -> str:
-    go = shutil.which("go") or "/usr/local/go/bin/go"  # the image's Go is not always on PATH
-    if not os.access(go, os.X_OK):
-        raise RuntimeError("Go is needed to build Prism and was not found (looked on PATH and in /usr/local/go)")
-    return go
-
-
 def prism_path() -> str:
     patch_hash = hashlib.sha256(PATCH.read_bytes()).hexdigest()[:12]
     return str(paths.tool_dir("prism", f"{BEAM_VERSION}-{patch_hash}") / "prism")
 
-
-def run_tool(args: list, what: str, **kwargs) -> str:
-    result = subprocess.run(args, capture_output=True, text=True, **kwargs)
-    if result.returncode != 0:
-        raise RuntimeError(f"{what} failed ({' '.join(args)}):\n{result.stdout}{result.stderr}")
-    return result.stdout
 
 
 def ensure_prism() -> str:

@@ -24,7 +24,7 @@ import sysconfig
 from pathlib import Path
 
 from stack import paths
-from stack.prism import go_binary, run_tool
+from stack.build_tools import go_install
 from stack.versions import BEAM_VERSION
 
 _LOGGER = logging.getLogger(__name__)
@@ -56,12 +56,7 @@ def boot_path() -> str:
 
 def ensure_boot() -> str:
     """Beam's Python boot program, built from the Go module proxy on first use (about 40 s cold)."""
-    binary = boot_path()
-    if not os.access(binary, os.X_OK):
-        _LOGGER.info("building Beam's Python boot program %s", MODULE)
-        env = dict(os.environ, GOBIN=str(_tools()), GOWORK="off", GOFLAGS="-mod=mod")
-        run_tool([go_binary(), "install", MODULE], "building Beam's Python boot program", env=env)
-    return binary
+    return go_install(MODULE, _tools(), "container", "building Beam's Python boot program")
 
 
 def deps_dir() -> str:
