@@ -1,8 +1,10 @@
-"""Building the stack's tools: checked runs of a build command, Go's toolchain, and `go install` of a module's
-binary into a tools folder."""
+"""Building and fetching the stack's tools: checked runs of a build command, Go's toolchain, `go install` of a
+module's binary into a tools folder, and a pom's jars resolved with mvn."""
 import os
 import shutil
 import subprocess
+import tempfile
+from importlib import resources
 from pathlib import Path
 
 
@@ -29,3 +31,21 @@ def go_install(module: str, folder: Path, binary: str, what: str) -> str:
         env = dict(os.environ, GOBIN=str(folder), GOWORK="off", GOFLAGS="-mod=mod")
         run_tool([go_binary(), "install", module], what, env=env)
     return str(path)
+
+
+def mvn_copy_dependencies(pom: str, properties: dict, libs: Path, what: str) -> Path:
+    """Resolve the dependencies of `pom` (a file shipped in the `stack` package) with mvn into `libs`, once: the
+    folder appears whole or not at all, and a `.complete` marker makes later calls free."""
+    if (libs / ".complete").exists():
+        return libs
+    with tempfile.TemporaryDirectory(prefix="hitstream-mvn-") as work:
+        pom_path = Path(work) / "pom.xml"
+        pom_path.write_bytes(resources.files("stack").joinpath(pom).read_bytes())
+        staging = Path(work) / "libs"
+        run_tool(["mvn", "-q", "-B", "-f", str(pom_path), "dependency:copy-dependencies",
+                  *[f"-D{key}={value}" for key, value in properties.items()], f"-DoutputDirectory={staging}",
+                  "-DincludeScope=runtime"], what)
+        shutil.rmtree(libs, ignore_errors=True)
+        shutil.move(str(staging), libs)
+    (libs / ".complete").touch()
+    return libs

@@ -14,18 +14,16 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import shutil
 import socket
 import subprocess
 import tempfile
 import time
-from importlib import resources
 from pathlib import Path
 
 import grpc
 
 from stack import paths
-from stack.build_tools import go_install, run_tool
+from stack.build_tools import go_install, mvn_copy_dependencies
 from stack.versions import BEAM_VERSION
 
 _LOGGER = logging.getLogger(__name__)
@@ -61,20 +59,10 @@ def boot_path() -> str:
 def ensure_classpath() -> Path:
     """The Java KafkaIO classpath, resolved with mvn once per version."""
     libs = classpath_dir()
-    if (libs / ".complete").exists():
-        return libs
-    _LOGGER.info("fetching Beam Java %s KafkaIO jars with mvn into %s", JAVA_BEAM_VERSION, libs)
-    with tempfile.TemporaryDirectory(prefix="hitstream-java-kafkaio-") as work:
-        pom = Path(work) / "pom.xml"
-        pom.write_bytes(resources.files("stack").joinpath("java-kafkaio-pom.xml").read_bytes())
-        staging = Path(work) / "lib"
-        run_tool(["mvn", "-q", "-B", "-f", str(pom), "dependency:copy-dependencies",
-                  f"-Dbeam.version={JAVA_BEAM_VERSION}", f"-DoutputDirectory={staging}", "-DincludeScope=runtime"],
-                 f"fetching Beam Java {JAVA_BEAM_VERSION} KafkaIO with mvn")
-        shutil.rmtree(libs, ignore_errors=True)
-        shutil.move(str(staging), libs)  # the whole folder or nothing
-    (libs / ".complete").touch()
-    return libs
+    if not (libs / ".complete").exists():
+        _LOGGER.info("fetching Beam Java %s KafkaIO jars with mvn into %s", JAVA_BEAM_VERSION, libs)
+    return mvn_copy_dependencies("java-kafkaio-pom.xml", {"beam.version": JAVA_BEAM_VERSION}, libs,
+                                 f"fetching Beam Java {JAVA_BEAM_VERSION} KafkaIO with mvn")
 
 
 def ensure_boot() -> str:
@@ -132,6 +120,7 @@ class JavaExpansionService:
         self._service = self._channel = self._log = None
 
     def __enter__(self):
+        # Deferred: `hitstream status` imports the stack and should not pay for Beam's import.
         from apache_beam.transforms.external import ExpansionAndArtifactRetrievalStub
         ensure()
         port = _free_port()

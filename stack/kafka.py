@@ -6,9 +6,7 @@ works, which is also what `status()` checks.
 """
 import base64
 import logging
-import shutil
 import subprocess
-import tempfile
 import time
 import uuid
 from importlib import resources
@@ -17,6 +15,7 @@ from pathlib import Path
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
 from stack import paths, process
+from stack.build_tools import mvn_copy_dependencies
 from stack.versions import KAFKA_VERSION
 
 _LOGGER = logging.getLogger(__name__)
@@ -62,24 +61,10 @@ def libs_dir() -> Path:
 def fetch_jars() -> Path:
     """Resolve kafka_2.13 and its dependencies into the cache once per Kafka version."""
     libs = libs_dir()
-    if (libs / ".complete").exists():
-        return libs
-    _LOGGER.info("fetching Kafka %s jars with mvn into %s", KAFKA_VERSION, libs)
-    with tempfile.TemporaryDirectory(prefix="hitstream-kafka-pom-") as work:
-        pom = Path(work) / "pom.xml"
-        pom.write_bytes(resources.files("stack").joinpath("kafka-pom.xml").read_bytes())
-        staging = Path(work) / "libs"
-        result = subprocess.run(
-            ["mvn", "-q", "-B", "-f", str(pom), "dependency:copy-dependencies",
-             f"-Dkafka.version={KAFKA_VERSION}", f"-DoutputDirectory={staging}", "-DincludeScope=runtime"],
-            capture_output=True, text=True,
-        )
-        if result.returncode != 0:
-            raise RuntimeError(f"mvn could not fetch Kafka {KAFKA_VERSION}:\n{result.stdout}{result.stderr}")
-        shutil.rmtree(libs, ignore_errors=True)
-        shutil.move(str(staging), libs)  # whole directory or nothing
-    (libs / ".complete").touch()
-    return libs
+    if not (libs / ".complete").exists():
+        _LOGGER.info("fetching Kafka %s jars with mvn into %s", KAFKA_VERSION, libs)
+    return mvn_copy_dependencies("kafka-pom.xml", {"kafka.version": KAFKA_VERSION}, libs,
+                                 f"mvn fetching Kafka {KAFKA_VERSION}")
 
 
 def _log_dirs() -> Path:
