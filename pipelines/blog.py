@@ -18,9 +18,7 @@ import argparse
 import dataclasses
 import logging
 import os
-import signal
 import sys
-import time
 from typing import Any, Callable, Dict, Optional, Sequence
 
 import apache_beam as beam
@@ -31,6 +29,7 @@ import runners
 from pipelines.options import HitstreamOptions, KafkaClientSettings, Settings, kafka_client_settings
 from pipelines.preflight import preflight
 from pipelines.sinks import SinkSettings, check_sink_choices, dead_letter_sinks, sink_for
+from pipelines.wait import WorkerDied, wait_for_job
 from runners.jars import java_kafka_expansion_service
 from transforms.checkpoint import AggregateCheckpoint, CountForCheckpointFn, QuerySpec
 from transforms.directory_source import ReadFromDirectory
@@ -198,14 +197,20 @@ def run(argv=None, observe: Optional[Callable[[HitstreamOptions, str], Any]] = N
         return 2
     query = (observe or (lambda *_: _Unobserved()))(hs, runner)
     try:
-        result = pipeline.run()
-        query.bind(result)
-        if not settings.streaming:
-            state = result.wait_until_finish()
-            return 0 if state == PipelineState.DONE and _windows_balance(result) else 1
-        return _wait_streaming(result, hs.run_seconds)
+        with runners.WorkerExits() as exits:
+            result = pipeline.run()
+            query.bind(result)
+            state = wait_for_job(result, exits, settings.streaming, hs.run_seconds)
+    except WorkerDied as error:
+        print(f"hitstream run: the job failed: {error}", file=sys.stderr)
+        return 1
     finally:
         query.close()
+    if state is None:  # a streaming job stopped as asked
+        return 0
+    if settings.streaming:
+        return 0 if state == PipelineState.DONE else 1
+    return 0 if state == PipelineState.DONE and _windows_balance(result) else 1
 
 
 def _windows_balance(result) -> bool:
@@ -219,28 +224,6 @@ def _windows_balance(result) -> bool:
                       f"{accounting.slots_in:,}", accounting)
         print(f"hitstream run: windows lost hits: {accounting}", file=sys.stderr)
     return accounting.balanced
-
-
-def _wait_streaming(result, run_seconds: float) -> int:
-    """Run until --run-seconds pass or Ctrl-C / SIGTERM, then cancel the job: a clean stop, exit 0."""
-    stop = {"now": False}
-
-    def request_stop(signum, frame):
-        stop["now"] = True
-
-    signal.signal(signal.SIGTERM, request_stop)
-    deadline = time.monotonic() + run_seconds if run_seconds else None
-    try:
-        # Poll the state: a portable result's wait_until_finish(duration) cannot be called twice (gRPC error 8).
-        while not stop["now"] and (deadline is None or time.monotonic() < deadline):
-            state = result.state
-            if state in (PipelineState.DONE, PipelineState.FAILED, PipelineState.CANCELLED):
-                return 0 if state == PipelineState.DONE else 1
-            time.sleep(0.5)
-    except KeyboardInterrupt:
-        pass
-    result.cancel()
-    return 0
 
 
 if __name__ == "__main__":

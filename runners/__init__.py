@@ -6,6 +6,10 @@ from __future__ import annotations
 
 import importlib
 
+from stack.worker_exits import WorkerExits
+
+__all__ = ["RUNNERS", "RunnerUnavailable", "WorkerExits", "pipeline_args"]  # WorkerExits: for pipelines/
+
 RUNNERS = ("prism", "prism-cluster", "direct", "flink", "spark", "dataflow")
 
 

@@ -5,7 +5,7 @@ program, and an expansion service that hands Prism a PROCESS environment for the
   cold), at JAVA_BEAM_VERSION, the newest Beam Java whose expansion service and harness Maven Central serves.
 - The boot program: `go install github.com/apache/beam/sdks/v2/java/container@v<BEAM_VERSION>`. Prism runs it as
   `<command> --id='<id>' ...` without a shell, so `worker_command()` is a script that strips the quotes, gives the
-  worker its own folder and caps its heap (the boot program's own -Xmx is 70% of the machine's memory; the
+  worker its own folder, tells the launcher when it ends (`stack.worker_exits`) and caps its heap (the boot program's own -Xmx is 70% of the machine's memory; the
   JVM takes `_JAVA_OPTIONS` after the command line).
 - `ExpansionService`: started by `JavaExpansionService` for the expansion of a job's Java read, stopped after it.
 """
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import grpc
 
-from stack import paths
+from stack import paths, worker_exits
 from stack.build_tools import go_install, mvn_copy_dependencies
 from stack.versions import BEAM_VERSION
 
@@ -38,7 +38,7 @@ id=$(printf '%s' "$1" | sed -e 's/^--id=//' -e "s/'//g")
 shift
 dir=$(mktemp -d "{workers}/java-worker-$id.XXXXXX")
 cd "$dir" || exit 1  # the boot program writes pathing.jar and pipeline_options.json into its working directory
-( while kill -0 $$ 2>/dev/null; do sleep 2; done; rm -rf "$dir" ) >/dev/null 2>&1 </dev/null &
+{exits}( while kill -0 $$ 2>/dev/null; do sleep 2; done; rm -rf "$dir"; {on_end} ) >/dev/null 2>&1 </dev/null &
 export _JAVA_OPTIONS="-Xmx{heap}"
 exec "{boot}" --id="$id" --semi_persist_dir="$dir" "$@"
 """
@@ -74,7 +74,8 @@ def worker_command() -> str:
     """The Java worker's PROCESS command: a script that starts the boot program (see the module's docstring)."""
     workers = paths.cache_root() / "workers"
     workers.mkdir(parents=True, exist_ok=True)
-    script = _SCRIPT.format(workers=workers, heap=JAVA_WORKER_HEAP, boot=ensure_boot())
+    script = _SCRIPT.format(workers=workers, heap=JAVA_WORKER_HEAP, boot=ensure_boot(),
+                            exits=worker_exits.SCRIPT_SNIPPET, on_end=worker_exits.SCRIPT_ON_END)
     path = _tools() / "worker"
     if not path.exists() or path.read_text() != script:
         path.write_text(script)

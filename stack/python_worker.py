@@ -12,7 +12,8 @@ Prism runs the environment's command as `<command> --id='<id>' --provision_endpo
 quotes reach the program and provisioning fails (BEAM-FACTS). `worker_command()` is a small script that strips them,
 gives each worker its own directory (the boot program's default, /tmp, is shared by every job) and starts the boot
 program there, so nothing of the launcher's working directory is importable. Prism kills the worker when the job
-ends; a watcher removes the worker's directory and venv once the worker is gone.
+ends; a watcher removes the worker's directory and venv once the worker is gone, and tells the launcher that it
+ended (`stack.worker_exits`).
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ import sysconfig
 from pathlib import Path
 
 from stack import paths
+from stack import worker_exits
 from stack.build_tools import go_install
 from stack.versions import BEAM_VERSION
 
@@ -39,7 +41,7 @@ id=$(printf '%s' "$1" | sed -e 's/^--id=//' -e "s/'//g")
 shift
 dir=$(mktemp -d "{workers}/worker-$id.XXXXXX")
 cd "$dir" || exit 1
-( while kill -0 $$ 2>/dev/null; do sleep 2; done; rm -rf "$dir" "{venv_root}/beam-venv-worker-$id" ) \\
+{exits}( while kill -0 $$ 2>/dev/null; do sleep 2; done; rm -rf "$dir" "{venv_root}/beam-venv-worker-$id"; {on_end} ) \\
     >/dev/null 2>&1 </dev/null &
 export PATH="{bin}:$PATH" PYTHONPATH="{deps}" PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
 exec "{boot}" --id="$id" --semi_persist_dir="$dir" "$@"
@@ -81,7 +83,7 @@ def worker_command() -> str:
     workers.mkdir(parents=True, exist_ok=True)
     Path(VENV_ROOT).mkdir(parents=True, exist_ok=True)
     script = _SCRIPT.format(workers=workers, venv_root=VENV_ROOT, bin=Path(sys.executable).parent, deps=deps_dir(),
-                            boot=ensure_boot())
+                            boot=ensure_boot(), exits=worker_exits.SCRIPT_SNIPPET, on_end=worker_exits.SCRIPT_ON_END)
     path = _tools() / "worker"
     if not path.exists() or path.read_text() != script:
         path.write_text(script)

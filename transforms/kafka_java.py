@@ -7,7 +7,8 @@ such as `stack.java_kafkaio.JavaExpansionService`); Prism runs the Java step in 
 
 What of Spark's source options the Java path takes (`check_java_options` refuses the rest before the job starts):
 `subscribe`, `startingOffsets` earliest or latest (as `auto.offset.reset`; the group's committed offsets win, as in
-Java KafkaIO), `kafka.*`, and available-now (bounded at the offsets present at start, as `max_num_records`, their
+Java KafkaIO), `kafka.*` (`kafka.enable.auto.commit=true` for the Kafka client's own periodic commits: the
+path commits no offsets itself, as Java KafkaIO's commit-in-finalize cannot run on Prism), and available-now (bounded at the offsets present at start, as `max_num_records`, their
 count). Not `assign`, `subscribePattern`, per-partition JSON offsets, `startingOffsetsByTimestamp`,
 `endingOffsets`, `maxOffsetsPerTrigger` or `includeHeaders`.
 """
@@ -22,6 +23,7 @@ from transforms.rows import CREATE_TIME, LOG_APPEND_TIME, KafkaRecord, Snapshot
 from transforms.sinks.kafka import encode_key, encode_value
 
 
+_LIBRDKAFKA_ONLY = ("enable.auto.offset.store", "enable.partition.eof")  # the Java client warns of unknown keys
 JAVA_TIMESTAMP_POLICIES = {"create-time": "CreateTime", "log-append-time": "LogAppendTime"}
 
 
@@ -60,7 +62,8 @@ class ReadFromKafkaJava(beam.PTransform):
 
     def expand(self, pbegin):
         from apache_beam.io.kafka import ReadFromKafka  # the cross-language wrapper: only this path needs it
-        consumer_config = {key: str(value) for key, value in self._config.consumer_config().items()}
+        consumer_config = {key: str(value) for key, value in self._config.consumer_config().items()
+                           if key not in _LIBRDKAFKA_ONLY}
         consumer_config["auto.offset.reset"] = self._config.starting_offsets
         max_records = None
         if not self._streaming:
@@ -69,7 +72,9 @@ class ReadFromKafkaJava(beam.PTransform):
                 | "ReadKafkaJava" >> ReadFromKafka(consumer_config=consumer_config,
                                                    topics=list(self._config.subscribe),
                                                    max_num_records=max_records, with_metadata=True,
-                                                   commit_offset_in_finalize=self._config.commit_offsets,
+                                                   # Its commit step needs @RequiresStableInput, which Prism
+                                                   # refuses ("prism runner doesn't support ... stable_input").
+                                                   commit_offset_in_finalize=False,
                                                    timestamp_policy=JAVA_TIMESTAMP_POLICIES.get(
                                                        self._config.timestamp_policy, "CreateTime"),
                                                    expansion_service=self._expansion_service)

@@ -368,6 +368,9 @@ def test_dashboard_on_prism_cluster_charts_from_the_kafka_sink_and_the_job_metri
         _wait_for("the dashboard to answer", lambda: _get(port, "/status")[0] == 200, 60)
         driver.get(f"http://127.0.0.1:{port}/")
         _wait_for("the page to poll", lambda: _polls(driver) >= 1, 15)
+        # The dashboard answers long before the worker process has started (about 20 s): produce once it reads.
+        _wait_for("the worker to read the topic's partitions", lambda: len(
+            ((_get(port, "/progress")[1] or {}).get("sources") or [{}])[0].get("lag", {}).get(topic, {})) == 3, 120)
         producer.start()
         first = _wait_for("bars in the zipcode chart", lambda: _bars(driver), 90)
         assert producer.is_alive(), "the producer finished before the chart showed anything; produce more slowly"
