@@ -1,15 +1,21 @@
-"""The Prism runner binary, built from the Go module proxy's source, with hitstream's patch.
+"""The Prism runner binary, built from the Go module proxy's source, with hitstream's patches.
 
 Beam's PrismRunner downloads Prism from GitHub releases, which this network cannot reach. The same source comes
 from the Go module proxy (`go mod download github.com/apache/beam/sdks/v2@v<BEAM_VERSION>`); pipelines then pass
 `--prism_location=<ensure_prism()>`.
 
-The patch (`prism-residual-watermarks.patch`) fixes how Prism 2.77 derives a splittable DoFn stage's output
-watermark: it took the estimate of the latest bundle's residuals alone, so with one Kafka partition per
-restriction, the partition furthest ahead in event time set the watermark while the others still had records behind
-it to emit, and the windows' GroupByKey dropped those as late without a word (issue 13). Patched, the stage's output
-follows the least estimate over every restriction still outstanding. The binary's folder is named after the
-version and the patch's hash, so a changed patch builds a new binary.
+- `prism-residual-watermarks.patch` fixes how Prism 2.77 derives a splittable DoFn stage's output watermark: it took
+  the estimate of the latest bundle's residuals alone, so with one Kafka partition per restriction, the partition
+  furthest ahead in event time set the watermark while the others still had records behind it to emit, and the
+  windows' GroupByKey dropped those as late without a word (issue 13). Patched, the stage's output follows the
+  least estimate over every restriction still outstanding.
+- `prism-metrics-short-ids.patch`: Prism holds a bundle's metric payloads whose short IDs it does not know yet
+  until it has asked the worker for their metadata, in a map from short ID to one payload, so a second bundle that
+  reports the same new counter meanwhile replaced the first one's value, and that bundle's counts were lost. The
+  window accounting of a bounded run (transforms/queries.py) then saw one bundle's hits missing (a CI run: 102 hits
+  read, none counted in, all in the final windows). Patched, every payload waits and counts.
+
+The binary's folder is named after the version and the patches' hash, so a changed patch builds a new binary.
 """
 import hashlib
 import json
@@ -26,13 +32,13 @@ from stack.versions import BEAM_VERSION
 _LOGGER = logging.getLogger(__name__)
 
 MODULE = "github.com/apache/beam/sdks/v2"
-PATCH = Path(__file__).with_name("prism-residual-watermarks.patch")
+PATCHES = [Path(__file__).with_name(name) for name in ("prism-residual-watermarks.patch",
+                                                       "prism-metrics-short-ids.patch")]
 
 
 def prism_path() -> str:
-    patch_hash = hashlib.sha256(PATCH.read_bytes()).hexdigest()[:12]
+    patch_hash = hashlib.sha256(b"".join(patch.read_bytes() for patch in PATCHES)).hexdigest()[:12]
     return str(paths.tool_dir("prism", f"{BEAM_VERSION}-{patch_hash}") / "prism")
-
 
 
 def ensure_prism() -> str:
@@ -41,7 +47,7 @@ def ensure_prism() -> str:
     if os.access(binary, os.X_OK):
         return binary
     _LOGGER.info("building Prism %s from the Go module proxy, with %s (1-2 minutes the first time)",
-                 BEAM_VERSION, PATCH.name)
+                 BEAM_VERSION, ", ".join(patch.name for patch in PATCHES))
     go = go_binary()
     source = json.loads(run_tool([go, "mod", "download", "-json", f"{MODULE}@v{BEAM_VERSION}"],
                              "downloading Prism's source"))["Dir"]
@@ -53,7 +59,8 @@ def ensure_prism() -> str:
         for root, dirs, _ in os.walk(build):
             for name in dirs:
                 os.chmod(os.path.join(root, name), 0o755)
-        run_tool(["git", "apply", "-p1", str(PATCH)], f"applying {PATCH.name}", cwd=build)
+        for patch in PATCHES:
+            run_tool(["git", "apply", "-p1", str(patch)], f"applying {patch.name}", cwd=build)
         env = dict(os.environ, GOWORK="off", GOFLAGS="-mod=mod")
         run_tool([go, "build", "-o", binary, "./go/cmd/prism"], "building Prism", cwd=build, env=env)
     return binary
