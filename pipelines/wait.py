@@ -7,6 +7,7 @@ import signal
 import time
 from typing import Optional
 
+import grpc
 from apache_beam.runners.runner import PipelineState
 
 _LOGGER = logging.getLogger(__name__)
@@ -43,7 +44,7 @@ def wait_for_job(result, exits, streaming: bool, run_seconds: float = 0) -> Opti
                 state = _final_state_within(result, ENDED_WORKER_GRACE_SECONDS)
                 if state is None:
                     _LOGGER.error("%s", "; ".join(worker.describe() for worker in ended))
-                    result.cancel()
+                    _cancel(result)
                     raise WorkerDied(f"{ended[0].describe()}\nThe runner keeps a job whose worker died RUNNING "
                                      f"with nothing happening, so hitstream cancelled it.")
             if state in TERMINAL:
@@ -55,10 +56,22 @@ def wait_for_job(result, exits, streaming: bool, run_seconds: float = 0) -> Opti
             time.sleep(POLL_SECONDS)
     except KeyboardInterrupt:
         if not streaming:
-            result.cancel()
+            _cancel(result)
             raise
-    result.cancel()
+    except grpc.RpcError:
+        if not stop["now"]:
+            raise
+        # The signal that asked for the stop reached the runner's process too (kill of the process group).
+    _cancel(result)
     return None
+
+
+def _cancel(result) -> None:
+    """Cancel the job; a Ctrl-C in a terminal reaches the runner's own process too, which may be gone already."""
+    try:
+        result.cancel()
+    except grpc.RpcError as error:
+        _LOGGER.info("the job service did not take the cancel (%s): it has stopped already", error.code())
 
 
 def _ended_within(exits, seconds: float) -> list:
