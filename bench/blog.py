@@ -21,6 +21,14 @@ Latency: hits produced at a steady rate (default 10k/s for 60 s) while hitstream
 for every message on the Kafka output topic, latency = arrival time - hittime (= produce time) of the event that
 brought that zipcode's count to the value sent, arrival timed as each message is polled. p50 and p99 are printed;
 `--latency-rates` adds more rates.
+
+Catch-up, the two Kafka reads side by side on the same topic: hitstream streaming (`processing-time=1s`) from the
+earliest offset of the produced topic, with Parquet hits and zip_counts to Kafka (update), reading with the native
+source (`prism`) and with Beam's Java ReadFromKafka (`prism:java`: `--kafka-io java --timestamp-policy create-time`,
+the topic's Kafka timestamps being the hittimes). Streaming, because Java KafkaIO bounds an available-now read only
+below 10,000 records (transforms/kafka_java.py). events/s = the hits counted between the first output message and
+the one that completes the reference counts, over the time between; start-up (launch to the first output message)
+is shown apart, and the two summed.
 """
 from __future__ import annotations
 
@@ -28,6 +36,7 @@ import argparse
 import datetime
 import json
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -48,17 +57,25 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def produce_topic(bootstrap: str, count: int, partitions: int = 8, rate: float = 0.0, keep_events=False):
+    """A new topic of `count` hits, each stamped with its hittime as Kafka timestamp (for the Java read's windows)."""
     topic = f"bench-{uuid.uuid4().hex[:8]}"
     report = produce(ProduceSpec(topic=topic, bootstrap_servers=bootstrap, count=count, partitions=partitions,
                                  zipcodes=200, skew=1.0, late_share=0.01, late_by_seconds=60, rate=rate,
-                                 keep_events=keep_events))
+                                 keep_events=keep_events, kafka_timestamp_is_hittime=True))
     return topic, report
 
 
-def _hitstream_cmd(runner: str, bootstrap: str, topic: str, workdir: Path, trigger: str = "available-now") -> list:
+# A contender's name in --runners -> (runner, extra arguments of hitstream run)
+KAFKA_IO = {"java": ["--kafka-io=java", "--timestamp-policy=create-time"]}
+
+
+def _hitstream_cmd(contender: str, bootstrap: str, topic: str, workdir: Path, trigger: str = "available-now") -> list:
+    """`hitstream run` with the blog's sinks; `contender` is a runner, or `<runner>:java` for the Java read."""
     from stack import mariadb
+    runner, _, kafka_io = contender.partition(":")
     run_id = uuid.uuid4().hex[:8]
-    return [sys.executable, "-m", "hitstream.cli", "run", "--runner", runner, f"--topic={topic}",
+    return [sys.executable, "-m", "hitstream.cli", "run", "--runner", runner, *KAFKA_IO.get(kafka_io, []),
+            f"--topic={topic}",
             f"--bootstrap-servers={bootstrap}", f"--trigger={trigger}", f"--group-id=bench-{run_id}",
             f"--parquet-path={workdir / run_id / 'hits'}", f"--checkpoint-dir={workdir / run_id / 'checkpoint'}",
             f"--jdbc-url={mariadb.url()}", f"--jdbc-table=zip_test_bench_{run_id}",
@@ -116,6 +133,44 @@ def run_raw(bootstrap: str, topic: str, events: int) -> dict:
 def run_spark(bootstrap: str, topic: str, workdir: Path) -> dict:
     from bench.spark_blog import run_spark_blog
     return run_spark_blog(bootstrap, topic, str(workdir / "spark"))
+
+
+def run_catch_up(contender: str, bootstrap: str, topic: str, report, workdir: Path, timeout: float = 1800) -> dict:
+    """Streaming from the earliest offset until the Kafka sink holds the reference counts (see the docstring)."""
+    output = f"{topic}-catch-up-{uuid.uuid4().hex[:8]}"
+    ensure_topic(bootstrap, output, 1)
+    cmd = [c for c in _hitstream_cmd(contender, bootstrap, topic, workdir, trigger="processing-time=1s")
+           if not c.startswith(("--output-topic", "--checkpoint-dir"))]
+    cmd += [f"--output-topic={output}", "--starting-offsets=earliest", "--sink=hits=parquet",
+            "--sink=zip_counts=kafka:update", f"--run-seconds={timeout}"]
+    want, total = dict(report.zip_counts), sum(report.zip_counts.values())
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"catch-up-{uuid.uuid4().hex}",
+                         "auto.offset.reset": "earliest"})
+    consumer.subscribe([output])
+    latest, first = {}, None
+    log = workdir / f"catch-up-{contender}.log"
+    started = time.perf_counter()
+    with open(log, "wb") as out:
+        child = subprocess.Popen(cmd, cwd=str(REPO), env=child_env(), stdout=out, stderr=subprocess.STDOUT)
+    try:
+        while latest != want:
+            if child.poll() is not None or time.perf_counter() - started > timeout:
+                raise RuntimeError(f"catch-up of {contender} ended before the reference; see {log}:\n"
+                                   f"{log.read_text()[-3000:]}")
+            for message in consumer.consume(num_messages=1000, timeout=0.5):
+                if message.error() is None:
+                    latest[message.key().decode()] = orjson.loads(message.value())["count"]
+            if latest and first is None:
+                first = (time.perf_counter(), sum(latest.values()))
+        done = time.perf_counter()
+    finally:
+        child.send_signal(signal.SIGTERM)
+        child.wait(timeout=120)
+        consumer.close()
+    seconds, counted = done - first[0], total - first[1]
+    # None when the first output already held every hit (a topic read within one trigger): no rate to measure.
+    return {"events_per_second": counted / seconds if counted else None, "seconds": seconds,
+            "startup_seconds": first[0] - started}
 
 
 def _median(runs: list, key: str):
@@ -195,6 +250,9 @@ def main(argv=None) -> int:
     parser.add_argument("--count", type=int, default=1_000_000, help="events per bounded run (default: 1000000)")
     parser.add_argument("--repeats", type=int, default=3, help="runs per contender (default: 3)")
     parser.add_argument("--runners", default="prism,direct", help="hitstream runners (default: prism,direct)")
+    parser.add_argument("--catch-up", default="prism,prism:java",
+                        help="streaming catch-up contenders; <runner>:java reads with Beam's Java KafkaIO "
+                             "(default: prism,prism:java; empty: none)")
     parser.add_argument("--memory-counts", default="1000000,4000000",
                         help="event counts for hitstream's peak RSS (default: 1000000,4000000)")
     parser.add_argument("--latency-rate", type=float, default=10_000, help="events/s (default: 10000)")
@@ -237,6 +295,20 @@ def main(argv=None) -> int:
             results["ratios"] = ratios
             for name, ratio in ratios.items():
                 print(f"{name}: {'-' if ratio is None else f'{ratio:.2f}'}")
+
+        catch_up = {name: [run_catch_up(name, bootstrap, topic, report, workdir) for _ in range(args.repeats)]
+                    for name in args.catch_up.split(",") if name}
+        if catch_up:
+            results["catch_up"] = [{"contender": name, **{key: _median(runs, key) for key in runs[0]}}
+                                   for name, runs in catch_up.items()]
+            print(f"\nCatch-up: streaming over the same {args.count:,} events (Parquet hits, zip_counts to Kafka), "
+                  f"median of {args.repeats}\n")
+            print("| contender | events/s | catch-up s | start-up s | launch to caught-up s |\n|---|---|---|---|---|")
+            for row in results["catch_up"]:
+                rate = row["events_per_second"]
+                print(f"| hitstream ({row['contender']}) | {'-' if rate is None else f'{rate:,.0f}'} | "
+                      f"{row['seconds']:.1f} | {row['startup_seconds']:.1f} | "
+                      f"{row['seconds'] + row['startup_seconds']:.1f} |")
 
         memory = []
         for n in [int(c) for c in args.memory_counts.split(",") if c]:

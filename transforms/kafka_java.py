@@ -7,10 +7,11 @@ such as `stack.java_kafkaio.JavaExpansionService`); Prism runs the Java step in 
 
 What of Spark's source options the Java path takes (`check_java_options` refuses the rest before the job starts):
 `subscribe`, `startingOffsets` earliest or latest (as `auto.offset.reset`; the group's committed offsets win, as in
-Java KafkaIO), `kafka.*` (`kafka.enable.auto.commit=true` for the Kafka client's own periodic commits: the
-path commits no offsets itself, as Java KafkaIO's commit-in-finalize cannot run on Prism), and available-now (bounded at the offsets present at start, as `max_num_records`, their
-count). Not `assign`, `subscribePattern`, per-partition JSON offsets, `startingOffsetsByTimestamp`,
-`endingOffsets`, `maxOffsetsPerTrigger` or `includeHeaders`.
+Java KafkaIO), `kafka.*` (`kafka.enable.auto.commit=true` for the Kafka client's own periodic commits: the path
+commits no offsets itself, as Java KafkaIO's commit-in-finalize cannot run on Prism), and available-now (bounded at
+the offsets present at start, as `max_num_records`, their count, below JAVA_BOUNDED_MAX_RECORDS). Not `assign`,
+`subscribePattern`, per-partition JSON offsets, `startingOffsetsByTimestamp`, `endingOffsets`,
+`maxOffsetsPerTrigger` or `includeHeaders`.
 """
 from __future__ import annotations
 
@@ -23,6 +24,8 @@ from transforms.rows import CREATE_TIME, LOG_APPEND_TIME, KafkaRecord, Snapshot
 from transforms.sinks.kafka import encode_key, encode_value
 
 
+# Below this, BoundedReadFromUnboundedSource reads with one reader, so the record count bounds the read exactly.
+JAVA_BOUNDED_MAX_RECORDS = 10_000
 _LIBRDKAFKA_ONLY = ("enable.auto.offset.store", "enable.partition.eof")  # the Java client warns of unknown keys
 JAVA_TIMESTAMP_POLICIES = {"create-time": "CreateTime", "log-append-time": "LogAppendTime"}
 
@@ -68,6 +71,14 @@ class ReadFromKafkaJava(beam.PTransform):
         max_records = None
         if not self._streaming:
             max_records = sum(spec.stop - spec.start for spec in resolve_partitions(self._config))
+            if max_records >= JAVA_BOUNDED_MAX_RECORDS:
+                raise ValueError(
+                    f"--kafka-io=java with --trigger=available-now reads fewer than {JAVA_BOUNDED_MAX_RECORDS:,} "
+                    f"records, and the topic holds {max_records:,} from the starting offsets: Java KafkaIO bounds a "
+                    f"read by a record count, which Beam's BoundedReadFromUnboundedSource splits evenly among its "
+                    f"readers (one per 10,000 records, each a group of partitions), so a reader whose partitions "
+                    f"hold more stops short and one whose partitions hold fewer waits forever. Use a streaming "
+                    f"trigger with --kafka-io=java, or the default --kafka-io=native")
         return (pbegin
                 | "ReadKafkaJava" >> ReadFromKafka(consumer_config=consumer_config,
                                                    topics=list(self._config.subscribe),

@@ -141,3 +141,16 @@ def test_java_kafka_read_refuses_hittime_windows(kafka_bootstrap):
     options = PipelineOptions(args + runners.pipeline_args("prism", streaming=False))
     with pytest.raises(ValueError, match="cannot window on hittime"):
         build_pipeline(beam.Pipeline(options=options), options)
+
+
+def test_java_kafka_available_now_refuses_what_a_record_count_cannot_bound(kafka_bootstrap, topic_factory):
+    """Java KafkaIO's bounded read splits its record count evenly among readers from 10,000 records on, which would
+    stop short on one partition group and wait forever on another: refused before the job starts."""
+    topic = topic_factory(partitions=4, prefix="java-bounded")
+    produce(ProduceSpec(topic=topic, bootstrap_servers=kafka_bootstrap, count=10_000, partitions=4, seed=2,
+                        keep_events=False))
+    args = [f"--topic={topic}", f"--bootstrap-servers={kafka_bootstrap}", "--trigger=available-now",
+            "--starting-offsets=earliest", "--kafka-io=java", "--sink=zip_counts=console:complete"]
+    options = PipelineOptions(args + runners.pipeline_args("prism", streaming=False))
+    with pytest.raises(ValueError, match="fewer than 10,000 records, and the topic holds 10,000"):
+        build_pipeline(beam.Pipeline(options=options), options)
