@@ -23,5 +23,8 @@ def test_benchmark_short_form_prints_every_figure(kafka_bootstrap, tmp_path, cap
     assert "| raw confluent-kafka loop |" in printed and "a/b (hitstream prism / Spark)" in printed
     results = json.loads(figures.read_text())
     assert all(row["events_per_second"] > 0 for row in results["throughput"])
+    # Both reads caught up with the reference in streaming (a rate needs more than one trigger's worth of hits).
+    assert [row["contender"] for row in results["catch_up"]] == ["prism", "prism:java"]
+    assert "| hitstream (prism:java) |" in printed
     assert results["latency"]["messages"] > 0 and results["latency"]["p99"] >= results["latency"]["p50"] > 0
     assert chart.stat().st_size > 1000
