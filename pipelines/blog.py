@@ -65,7 +65,7 @@ def kafka_source_config(options: HitstreamOptions, settings: Settings,
         spark_options[f"kafka.{key}"] = value
     config = KafkaSourceConfig.from_spark_options(
         spark_options, group_id=options.group_id, timestamp_policy=options.timestamp_policy, batched=True,
-        watermark_delay_seconds=settings.watermark_delay,
+        watermark_delay_seconds=settings.watermark_delay, idle_watermark=options.idle_watermark,
         trigger_interval_seconds=settings.trigger.interval or 1.0, checkpoint=checkpoint)
     # The same settings, in a dict whose repr masks secrets, should the config ever be logged.
     return dataclasses.replace(config, kafka_options=KafkaClientSettings(config.kafka_options))

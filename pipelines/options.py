@@ -13,6 +13,7 @@ from typing import Dict, List
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from transforms.catalog import QUERIES
+from transforms.kafka_source.config import IDLE_WATERMARKS
 from transforms.output_modes import OutputConfig, OutputMode, QueryKind, Trigger, parse_duration
 
 _LOGGER = logging.getLogger(__name__)
@@ -103,6 +104,11 @@ class HitstreamOptions(PipelineOptions):
         add("--watermark-delay", dest="watermark_delay", default="10 minutes",
             help="like withWatermark: how late an event may be and still count in its windows "
                  "(default: 10 minutes)")
+        add("--idle-watermark", dest="idle_watermark", default="data", choices=IDLE_WATERMARKS,
+            help="where a caught-up Kafka partition's watermark goes, so that it holds no window back: 'data', "
+                 "to the highest event time the job has read minus the delay, as Spark's global watermark (a "
+                 "replay or backfill of old hits is not late); 'wall-clock', to now minus the delay, for sources "
+                 "whose event time tracks real time and whose other partitions may be quiet too (default: data)")
         add("--window-size", dest="window_size", default="10 minutes", help="sliding window size (default: 10 minutes)")
         add("--window-period", dest="window_period", default="5 minutes",
             help="sliding window period (default: 5 minutes)")

@@ -88,7 +88,7 @@ class ReadSocketLinesFn(beam.DoFn):
             tracker.try_claim(UNBOUNDED)  # the peer hung up: this restriction is done
             return
         if line_no == start:  # nothing emitted in this call (see PartitionWatermark)
-            watermark.advance_idle(Timestamp.now().micros, self._delay_micros)
+            watermark.advance_idle(Timestamp.now().micros - self._delay_micros)  # a live stream: the clock
         tracker.defer_remainder(Duration(seconds=0.1))
 
     def _record(self, address, line_no, line, watermark: PartitionWatermark) -> beam.window.TimestampedValue:

@@ -56,7 +56,8 @@ def test_late_hits_are_counted_shown_on_the_dashboard_and_kept_out_of_the_window
         kafka_bootstrap, topic_factory, mysql_url, capsys):
     topic = topic_factory(partitions=4, prefix="late")
     # Three hours of event time ending an hour ago, all produced before the job starts: each partition is read in
-    # offset order, and by the time a caught-up partition's watermark follows the clock, every hit has been read.
+    # offset order, and by the time a caught-up partition's watermark follows the others' event time, every hit of
+    # it has been read.
     start_ms = (int(time.time()) // 3600 - 4) * 3600 * 1000
     report = produce(ProduceSpec(topic=topic, bootstrap_servers=kafka_bootstrap, count=scale(20_000, 100_000),
                                  partitions=4, zipcodes=20, late_share=0.05, late_by_seconds=1800,

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import uuid
 from typing import TYPE_CHECKING, Callable, Mapping, Optional
 
 import orjson
@@ -14,6 +15,9 @@ if TYPE_CHECKING:
     from transforms.checkpoint import AggregateCheckpoint
 
 TIMESTAMP_POLICIES = ("create-time", "log-append-time", "event-time")
+# Where a caught-up partition's watermark goes (transforms/kafka_source/watermark.py): "data", the highest event time
+# this source has read minus the delay (Spark's global watermark); "wall-clock", now minus the delay.
+IDLE_WATERMARKS = ("data", "wall-clock")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,6 +43,9 @@ class KafkaSourceConfig:
     timestamp_policy: str = "create-time"
     event_time_fn: Callable[[KafkaRecord], Optional[int]] = hittime_millis
     watermark_delay_seconds: float = 0.0
+    idle_watermark: str = "data"
+    # Names this source's reads within a worker process, where idle partitions follow the event time of the rest.
+    source_id: str = dataclasses.field(default_factory=lambda: uuid.uuid4().hex)
     max_read_seconds: float = 1.0  # one process() call; bounds latency to the runner
     partition_discovery_seconds: float = 10.0  # subscribePattern in streaming: how often to look for new topics
     batched: bool = False  # emit one KafkaBatch per poll instead of one KafkaRecord per message
@@ -57,6 +64,9 @@ class KafkaSourceConfig:
         if self.timestamp_policy not in TIMESTAMP_POLICIES:
             raise ValueError(f"Kafka source: timestamp policy must be one of {TIMESTAMP_POLICIES}, "
                              f"not {self.timestamp_policy!r}.")
+        if self.idle_watermark not in IDLE_WATERMARKS:
+            raise ValueError(f"Kafka source: idle watermark must be one of {IDLE_WATERMARKS}, "
+                             f"not {self.idle_watermark!r}.")
         if self.max_offsets_per_trigger is not None and self.max_offsets_per_trigger < 1:
             raise ValueError("Kafka source: maxOffsetsPerTrigger must be a positive number.")
         if self.subscribe_pattern:

@@ -18,7 +18,7 @@ from transforms.kafka_source.config import KafkaSourceConfig
 from transforms.kafka_source.consumers import HIGH_WATERMARKS, IDLE_CONSUMERS, POSITION_UNKNOWN
 from transforms.kafka_source.partitions import UNBOUNDED, PartitionSpec, ResolvePartitionsFn, WatchPartitionsFn
 from transforms.kafka_source.restriction import OffsetRangeProvider
-from transforms.kafka_source.watermark import PartitionWatermark, PartitionWatermarkProvider
+from transforms.kafka_source.watermark import EVENT_TIME_HIGHS, PartitionWatermark, PartitionWatermarkProvider
 from transforms.gc_tuning import tune_gc
 from transforms.parse import ParsedBatch, parse_record
 from transforms.rows import CREATE_TIME, LOG_APPEND_TIME, Hit, KafkaBatch, KafkaRecord, new_row
@@ -99,6 +99,7 @@ class ReadPartitionsFn(beam.DoFn):
                                                   watermark.get_estimator_state())
         consumer = self._consumer_at(spec.topic, spec.partition, restriction.start)
         watermark.start_call(self._delay_micros)
+        EVENT_TIME_HIGHS.observe(self._config.source_id, watermark.max_event_micros())  # also a restored one
         started = time.monotonic()
         call = yield from self._read(spec, consumer, restriction, tracker, watermark,
                                      deadline=started + self._config.max_read_seconds)
@@ -210,10 +211,10 @@ class ReadPartitionsFn(beam.DoFn):
             tracker.try_claim(restriction.stop)  # done: nothing left to claim in the range
             return
         if next_offset >= high >= 0:
-            # Caught up with the log end (backlog 0), as Java KafkaIO's policies check: only then may the wall
-            # clock move the watermark. A poll that merely timed out says nothing about what is still to come.
-            if not call.claimed and restriction.stop == UNBOUNDED:  # a bounded read's end is its own, not the clock's
-                watermark.advance_idle(Timestamp.now().micros, self._delay_micros)
+            # Caught up with the log end (backlog 0), as Java KafkaIO's policies check: only then may an idle
+            # partition's watermark move without data of its own. A poll that merely timed out says nothing.
+            if not call.claimed and restriction.stop == UNBOUNDED:  # a bounded read's end is its own
+                self._advance_idle(watermark)
                 tracker.defer_remainder(Duration(seconds=config.idle_poll_seconds))
             else:
                 tracker.defer_remainder()  # more may be arriving right now: resume at once
@@ -223,6 +224,16 @@ class ReadPartitionsFn(beam.DoFn):
             tracker.defer_remainder(Duration(seconds=config.trigger_interval_seconds))
         else:
             tracker.defer_remainder()
+
+    def _advance_idle(self, watermark: PartitionWatermark) -> None:
+        """A caught-up partition follows the highest event time of the source (EventTimeHighs), or with
+        `--idle-watermark wall-clock` the clock, minus the delay."""
+        if self._config.idle_watermark == "wall-clock":
+            watermark.advance_idle(Timestamp.now().micros - self._delay_micros)
+            return
+        highest = EVENT_TIME_HIGHS.highest(self._config.source_id)
+        if highest is not None:
+            watermark.advance_idle(highest - self._delay_micros)
 
     @staticmethod
     def _claim_poll(messages: list, tracker) -> Optional[bool]:
@@ -265,6 +276,8 @@ class ReadPartitionsFn(beam.DoFn):
         a lock, which per record cost more than the check itself) and flag the records that were behind it."""
         timed = [output for output in outputs if output[2] is not None]
         late = watermark.observe_events([output[2] for output in timed], self._delay_micros)
+        if timed:
+            EVENT_TIME_HIGHS.observe(self._config.source_id, watermark.max_event_micros())
         for index in late:
             timed[index][0] = timed[index][0]._replace(late=True)
         self._telemetry.late(len(late))

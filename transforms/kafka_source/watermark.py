@@ -1,5 +1,9 @@
-"""The per-partition watermark: the max event time seen minus the watermark delay."""
+"""The per-partition watermark: the max event time seen minus the watermark delay; and where a caught-up
+partition's watermark goes, so that it holds no window back (apache/beam#20908)."""
 from __future__ import annotations
+
+import threading
+from typing import Optional
 
 import apache_beam as beam
 from apache_beam.io.watermark_estimators import WatermarkEstimator
@@ -50,10 +54,44 @@ class PartitionWatermark(WatermarkEstimator):
         self._max_event = max_event
         return late
 
-    def advance_idle(self, now_micros: int, delay_micros: int):
-        """A caught-up partition that emitted nothing in this call: no record older than now minus the delay
-        should arrive, so it must not hold the other partitions back."""
-        self._reported = max(self._reported, now_micros - delay_micros)
+    def max_event_micros(self) -> int:
+        return self._max_event
+
+    def advance_idle(self, to_micros: int):
+        """A caught-up partition that emitted nothing in this call moves up to `to_micros` (see EventTimeHighs for
+        what that is), so that it does not hold the other partitions back."""
+        self._reported = max(self._reported, to_micros)
+
+
+MIN_MICROS = -(2 ** 63)
+
+
+class EventTimeHighs:
+    """The highest event time each Kafka source (by `KafkaSourceConfig.source_id`) has read in this process.
+
+    Spark's watermark is one for the query: the highest event time seen over every partition, minus the delay. A
+    partition with data keeps its own (its highest minus the delay, never ahead of Spark's); a caught-up one
+    follows this highest, minus the delay, rather than the clock (`--idle-watermark data`), so a replay of old
+    hits is not late and a quiet partition holds no window back. Where every partition runs in one process (Prism,
+    direct) that is Spark's global watermark. On a runner with several worker processes each sees only the
+    partitions it reads: never ahead of the whole job, so no hit becomes late that Spark would count; a worker
+    whose partitions are all quiet holds the job's windows until one of them gets data again.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._highest = {}
+
+    def observe(self, source_id: str, micros: int) -> None:
+        with self._lock:
+            if micros > self._highest.get(source_id, MIN_MICROS):
+                self._highest[source_id] = micros
+
+    def highest(self, source_id: str) -> Optional[int]:
+        return self._highest.get(source_id)
+
+
+EVENT_TIME_HIGHS = EventTimeHighs()
 
 
 class PartitionWatermarkProvider(WatermarkEstimatorProvider):
