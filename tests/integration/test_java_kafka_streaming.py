@@ -7,7 +7,6 @@ Sinks: hits -> Parquet, zip_counts -> SQLite (complete) and Kafka (update), zip_
 the Kafka timestamps, which the producer sets to the hittimes: the Java read's watermark follows them), dead
 letters -> Kafka. The native read windows on hittime, its default.
 """
-import datetime
 import os
 import signal
 import subprocess
@@ -20,7 +19,7 @@ import pytest
 
 from hitstream.generator import ProduceSpec, produce
 from tests.reliability.faults import (dead_letter_coordinates, latest_counts, parquet_coordinates, table_rows,
-                                      window_reference)
+                                      window_reference, window_rows)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -40,17 +39,10 @@ def _job(kafka_io: str, topic: str, bootstrap: str, work: Path, out_topic: str, 
                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
 
-def _naive_utc(value) -> datetime.datetime:
-    """A window start as SQLite gives it back (ISO text) -> naive UTC, as window_reference has it."""
-    moment = value if isinstance(value, datetime.datetime) else datetime.datetime.fromisoformat(value)
-    return moment.astimezone(datetime.timezone.utc).replace(tzinfo=None) if moment.tzinfo else moment
-
-
 def _contents(work: Path, bootstrap: str, out_topic: str, dead_topic: str) -> dict:
     return {"parquet_hits": sorted(parquet_coordinates(str(work / "hits"))),
             "jdbc_zip_test": sorted(table_rows(f"sqlite:///{work / 'sink.db'}", "zip_test")),
-            "jdbc_windows": {(_naive_utc(start), zipcode): n for start, _, zipcode, n in
-                             table_rows(f"sqlite:///{work / 'sink.db'}", "zip_window_counts")},
+            "jdbc_windows": window_rows(f"sqlite:///{work / 'sink.db'}"),
             "kafka_latest": latest_counts(bootstrap, out_topic),
             "dead_letters": sorted(dead_letter_coordinates(bootstrap, dead_topic))}
 

@@ -53,6 +53,16 @@ def table_rows(url: str, table: str) -> List[tuple]:
         engine.dispose()
 
 
+def window_rows(url: str) -> Dict[tuple, int]:
+    """(window_start, zipcode) -> count of the JDBC sink's zip_window_counts table, window_start as naive UTC (as
+    window_reference has it; SQLite gives ISO text back, MariaDB a datetime)."""
+    rows = {}
+    for start, _, zipcode, n in table_rows(url, "zip_window_counts"):
+        moment = start if isinstance(start, datetime.datetime) else datetime.datetime.fromisoformat(start)
+        rows[(moment.astimezone(UTC).replace(tzinfo=None) if moment.tzinfo else moment, zipcode)] = n
+    return rows
+
+
 def parquet_coordinates(path: str) -> List[Tuple[int, int]]:
     """(partition, offset) of every row in the Parquet files under `path`, duplicates kept."""
     try:

@@ -28,7 +28,8 @@ from confluent_kafka import Producer
 import runners
 from hitstream.job_metrics import fresh_metrics
 from pipelines.blog import build_pipeline
-from tests.reliability.faults import count_diff, print_figures, table_rows, wait_until, window_reference
+from tests.reliability.faults import (count_diff, print_figures, table_rows, wait_until, window_reference,
+                                      window_rows)
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -56,17 +57,6 @@ def _hits(count: int, start_ms: int, step_ms: float, partitions, seed: int) -> l
 def _late_records(result) -> int:
     counters = fresh_metrics(result).query(beam.metrics.MetricsFilter().with_name("late_records"))["counters"]
     return sum((c.committed if c.committed is not None else c.attempted) or 0 for c in counters)
-
-
-def _windows(db_url: str) -> dict:
-    """(window_start, zipcode) -> count of the JDBC zip_window_counts table (SQLite's ISO text as naive UTC)."""
-    rows = {}
-    for start, _, zipcode, n in table_rows(db_url, "zip_window_counts"):
-        moment = start if isinstance(start, datetime.datetime) else datetime.datetime.fromisoformat(start)
-        if moment.tzinfo:
-            moment = moment.astimezone(datetime.timezone.utc).replace(tzinfo=None)
-        rows[(moment, zipcode)] = n
-    return rows
 
 
 @contextlib.contextmanager
@@ -105,8 +95,8 @@ def test_a_replay_of_old_hits_is_not_late(kafka_bootstrap, topic_factory, tmp_pa
         for second in range(10):  # about 2,000 hits/s
             _send(kafka_bootstrap, topic, hits[second * 2000:(second + 1) * 2000])
             time.sleep(0.9)
-        wait_until(lambda: _windows(db_url) == windows_ref and dict(table_rows(db_url, "zip_test")) == totals_ref, 90)
-        windows, totals, late = _windows(db_url), dict(table_rows(db_url, "zip_test")), _late_records(result)
+        wait_until(lambda: window_rows(db_url) == windows_ref and dict(table_rows(db_url, "zip_test")) == totals_ref, 90)
+        windows, totals, late = window_rows(db_url), dict(table_rows(db_url, "zip_test")), _late_records(result)
     print_figures(capsys, "replay of old hits", 1, len(hits), *count_diff(windows, windows_ref), late=late,
                   windows=len(windows_ref))
     assert late == 0
@@ -124,9 +114,9 @@ def test_a_partition_without_records_does_not_hold_append_windows(kafka_bootstra
               if (key[0].replace(tzinfo=datetime.timezone.utc).timestamp() + 600 + DELAY_S) * 1000 <= highest_ms}
     with _streaming_job(topic, kafka_bootstrap, tmp_path, mode="append") as (result, db_url):
         _send(kafka_bootstrap, topic, hits)
-        wait_until(lambda: {k: v for k, v in _windows(db_url).items() if k in closed} == closed, 90)
+        wait_until(lambda: {k: v for k, v in window_rows(db_url).items() if k in closed} == closed, 90)
         time.sleep(3)
-        got = _windows(db_url)
+        got = window_rows(db_url)
         late = _late_records(result)
     print_figures(capsys, "a partition without records", 1, len(hits), *count_diff(got, closed),
                   closed_windows=len(closed), emitted=len(got), late=late)
@@ -143,8 +133,8 @@ def test_a_producer_pause_does_not_make_later_hits_late(kafka_bootstrap, topic_f
         _send(kafka_bootstrap, topic, hits[:4000])
         time.sleep(30)  # every partition caught up and idle
         _send(kafka_bootstrap, topic, hits[4000:])  # where the event time left off
-        wait_until(lambda: _windows(db_url) == windows_ref and dict(table_rows(db_url, "zip_test")) == totals_ref, 90)
-        windows, totals, late = _windows(db_url), dict(table_rows(db_url, "zip_test")), _late_records(result)
+        wait_until(lambda: window_rows(db_url) == windows_ref and dict(table_rows(db_url, "zip_test")) == totals_ref, 90)
+        windows, totals, late = window_rows(db_url), dict(table_rows(db_url, "zip_test")), _late_records(result)
     print_figures(capsys, "a 30 s producer pause", 1, len(hits), *count_diff(windows, windows_ref), late=late)
     assert late == 0
     assert totals == totals_ref
@@ -170,7 +160,7 @@ def test_hits_older_than_the_watermark_are_late_and_counted(kafka_bootstrap, top
         wait_until(lambda: dict(table_rows(db_url, "zip_test")) == totals_ref and _late_records(result) >= len(old),
                    60)
         time.sleep(3)
-        windows, totals, late = _windows(db_url), dict(table_rows(db_url, "zip_test")), _late_records(result)
+        windows, totals, late = window_rows(db_url), dict(table_rows(db_url, "zip_test")), _late_records(result)
     print_figures(capsys, "hits older than the watermark", 1, len(hits), *count_diff(windows, windows_ref),
                   late_reference=len(old), late_metric=late)
     assert late == len(old)
