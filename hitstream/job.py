@@ -13,11 +13,12 @@ import logging
 from hitstream import dashboard, server
 from hitstream.job_metrics import JobMetrics
 from hitstream.kafka_results import KafkaResults
-from hitstream.progress import DEFAULT_INTERVAL, REGISTRY, StreamingQuery, query_id_for
+from hitstream.progress import DEFAULT_INTERVAL, StreamingQuery, query_id_for
 from hitstream.terminal import TerminalProgress, terminal_wanted
 from pipelines.options import Settings
 from pipelines.sinks import SinkSettings
 from transforms.catalog import AGGREGATION_OF_ROW
+from transforms.telemetry import REGISTRY
 
 _LOGGER = logging.getLogger(__name__)
 

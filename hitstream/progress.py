@@ -1,4 +1,4 @@
-"""Query progress, shaped like Spark's StreamingQueryProgress, for a job whose workers run in this process.
+"""A running job's progress as Spark shows it: the StreamingQuery handle, its records and its listeners.
 
 Spark users read `query.status`, `query.lastProgress`, `query.recentProgress` and register a
 `StreamingQueryListener`. hitstream gives the same for a Beam job:
@@ -27,27 +27,16 @@ with the transforms; this module only reads it):
   can chart the current zip_counts / zip_window_counts whatever sink the job writes them to.
 
 A publisher thread snapshots and resets the interval counters every `interval` seconds (1 s by default; Beam has no
-per-trigger callback on the launcher, so a record covers one interval, not one trigger) and publishes a record:
+per-trigger callback on the launcher, so a record covers one interval, not one trigger) and publishes a record
+(`hitstream/progress_record.py` lists its fields).
 
-    id, runId, name, timestamp, batchId (the record's sequence number), numInputRows, inputRowsPerSecond,
-    processedRowsPerSecond, durationMs {getBatch: time in source read calls, which includes the parse and
-    pre-aggregation steps fused with them; addBatch: time in sink writes; triggerExecution: their sum},
-    eventTime {watermark, min, max, avg} (hittime of the interval's hits, avg from a sample of each batch;
-    watermark = the slowest partition's),
-    sources [{description, startOffset, endOffset, latestOffset {topic: {partition: offset}}, numInputRows,
-    inputRowsPerSecond, processedRowsPerSecond, lag {topic: {partition: n}}, metrics {min/avg/maxOffsetsBehindLatest}}],
-    sinks [{description, numOutputRows, errors, totalOutputRows, totalErrors}],
-    lateRows, deadLetterRows (this interval) and totalInputRows, totalLateRows, totalDeadLetterRows,
-    windowAccounting {hitsIntoWindows, lateHits, hitsInFinalWindows, windowSlots, finalWindowSlots}.
-
-Where it works. The hooks write to this process's memory, so the records are complete when the SDK workers run in
-the launching process: Prism and the DirectRunner (in-process engine), both with LOOPBACK, hitstream's presets.
-On Flink (and Spark) with `--environment_type=LOOPBACK` the Python workers are in-process too and progress works
-the same. With a remote harness (DOCKER or EXTERNAL environments, a Flink/Spark cluster, Dataflow) the DoFns run
-elsewhere: this registry sees nothing, every record shows zero rows and the dashboard stays empty; use the runner's
-own UI and Beam metrics (`hitstream/*` counters) there. Only one job per process should report at a time: the
-registry cannot tell two jobs' DoFns apart, so `start_query` resets it and the hooks do nothing when no query is
-active (so benchmarks pay nothing).
+Where it works. The hooks write to this process's memory, so REGISTRY is complete when the SDK workers run in the
+launching process: Prism and the DirectRunner (in-process engine), both with LOOPBACK, and Flink or Spark with
+`--environment_type=LOOPBACK`. Where they run elsewhere (prism-cluster, a Flink/Spark cluster, Dataflow), pass a
+`hitstream.job_metrics.JobMetrics` as the registry: it builds the same snapshots from the job service's metrics
+(`hitstream/job.py` chooses). Only one job per process should report to REGISTRY at a time: it cannot tell two
+jobs' DoFns apart, so `start()` resets it, and the hooks do nothing when no query is active (so benchmarks pay
+nothing).
 
 Counts follow the bundles the runner ran: a bundle that fails and is retried is counted again, as Spark's metrics
 count a retried task. Sources other than Kafka (socket, directory) show input rows and event times but no offsets.
@@ -60,12 +49,12 @@ import os
 import threading
 import time
 import uuid
-from typing import Any, Deque, Dict, List, Optional, Tuple
+from typing import Any, Deque, Dict, List, Optional
 
 from apache_beam.runners.runner import PipelineState
 
-from transforms.telemetry import REGISTRY, IntervalCounts, PartitionState, ProgressRegistry, SinkCounts
-from transforms.times import iso_utc_micros
+from hitstream.progress_record import build_progress
+from transforms.telemetry import REGISTRY, ProgressRegistry
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -73,103 +62,6 @@ DEFAULT_INTERVAL = 1.0
 RECENT_PROGRESS = 100  # Spark's spark.sql.streaming.numRecentProgressUpdates
 RESULT_WINDOWS = 12  # windows of zip_window_counts kept for the dashboard's pies
 
-
-def _now_iso() -> str:
-    return iso_utc_micros(time.time() * 1e6)
-
-
-# -- progress records ---------------------------------------------------------------------------------------------
-
-
-def _per_topic(values: Dict[Tuple[str, int], Optional[int]]) -> Dict[str, Dict[str, int]]:
-    out: Dict[str, Dict[str, int]] = {}
-    for (topic, partition), value in sorted(values.items()):
-        if value is not None:
-            out.setdefault(topic, {})[str(partition)] = value
-    return out
-
-
-def _rate(rows: int, seconds: float) -> float:
-    return round(rows / seconds, 3) if seconds > 0 else 0.0
-
-
-def build_progress(snapshot: Dict[str, Any], *, query_id: str, run_id: str, name: str, batch_id: int,
-                   elapsed: float) -> Dict[str, Any]:
-    """One StreamingQueryProgress-shaped record from a registry snapshot covering `elapsed` seconds."""
-    interval: IntervalCounts = snapshot["interval"]
-    partitions: Dict[Tuple[str, int], PartitionState] = snapshot["partitions"]
-    sinks: Dict[str, SinkCounts] = snapshot["sinks"]
-    write_seconds = sum(s.seconds for s in sinks.values())
-    busy_seconds = interval.read_seconds + write_seconds
-    get_batch_ms = int(round(interval.read_seconds * 1000))
-    add_batch_ms = int(round(write_seconds * 1000))
-    trigger_ms = int(round(busy_seconds * 1000))
-    watermarks = [p.watermark for p in partitions.values()]
-    watermark = min(watermarks) if watermarks and None not in watermarks else None
-    event_time = {"watermark": iso_utc_micros(watermark)}
-    if interval.event_count:
-        event_time.update(min=iso_utc_micros(interval.event_min), max=iso_utc_micros(interval.event_max),
-                          avg=iso_utc_micros(interval.event_sum / interval.event_count))
-    sources = []
-    if partitions:
-        lag = {tp: max(0, p.latest - p.next_offset) for tp, p in partitions.items() if p.latest is not None}
-        source_rows = sum(p.rows for p in partitions.values())
-        source_seconds = sum(p.seconds for p in partitions.values())
-        topics = sorted({topic for topic, _ in partitions})
-        sources.append({
-            "description": f"KafkaV2[Subscribe[{','.join(topics)}]]",
-            "startOffset": _per_topic({tp: p.interval_start for tp, p in partitions.items()}),
-            "endOffset": _per_topic({tp: p.next_offset for tp, p in partitions.items()}),
-            "latestOffset": _per_topic({tp: p.latest for tp, p in partitions.items()}),
-            "numInputRows": source_rows,
-            "inputRowsPerSecond": _rate(source_rows, elapsed),
-            "processedRowsPerSecond": _rate(source_rows, source_seconds),
-            "lag": _per_topic(lag),
-            "metrics": {
-                "minOffsetsBehindLatest": str(min(lag.values())) if lag else None,
-                "avgOffsetsBehindLatest": str(round(sum(lag.values()) / len(lag), 1)) if lag else None,
-                "maxOffsetsBehindLatest": str(max(lag.values())) if lag else None,
-            },
-            "watermark": {topic: {str(p): iso_utc_micros(state.watermark) for (t, p), state in sorted(partitions.items())
-                                  if t == topic} for topic in topics},
-        })
-    return {
-        "id": query_id,
-        "runId": run_id,
-        "name": name,
-        "timestamp": _now_iso(),
-        "batchId": batch_id,
-        "numInputRows": interval.input_rows,
-        "inputRowsPerSecond": _rate(interval.input_rows, elapsed),
-        "processedRowsPerSecond": _rate(interval.input_rows, busy_seconds),
-        "durationMs": {"getBatch": get_batch_ms, "addBatch": add_batch_ms, "triggerExecution": trigger_ms,
-                       "maxBundle": int(round(interval.max_read_seconds * 1000)), "bundles": interval.read_calls},
-        "eventTime": event_time,
-        "lateRows": interval.late_rows,
-        "deadLetterRows": interval.dead_letters,
-        "totalInputRows": snapshot["totals"]["input"],
-        "totalLateRows": snapshot["totals"]["late"],
-        "totalDeadLetterRows": snapshot["totals"]["dead"],
-        "windowAccounting": _window_accounting(snapshot["totals"]),
-        "sources": sources,
-        "sinks": [{"description": name_, "numOutputRows": s.rows, "errors": s.errors,
-                   "totalOutputRows": s.total_rows, "totalErrors": s.total_errors}
-                  for name_, s in sorted(sinks.items())],
-    }
-
-
-def _window_accounting(totals: Dict[str, int]) -> Dict[str, Any]:
-    """Where the windowed queries' valid hits went: into their windows, counted late, and in final windows (final
-    pane counts over the windows per hit). With every window closed, hitsInFinalWindows equals hitsIntoWindows;
-    less means hits were lost between the pre-aggregation and the windows' Combine."""
-    into = totals["window_hits"] - totals["late"]
-    slots, final = totals["window_slots"], totals["final_window_slots"]
-    return {"hitsIntoWindows": into, "lateHits": totals["late"],
-            "hitsInFinalWindows": round(final * into / slots, 1) if slots else 0,
-            "windowSlots": slots, "finalWindowSlots": final}
-
-
-# -- the query handle and its listeners ---------------------------------------------------------------------------
 
 Listener = Any  # a callable(progress) or an object with on_query_started / on_query_progress / on_query_terminated
 

@@ -10,7 +10,7 @@ import time
 import pytest
 from rich.console import Console
 
-from hitstream import dashboard, progress, terminal
+from hitstream import dashboard, progress, progress_record, terminal
 from transforms import telemetry
 from transforms.rows import Hit, Snapshot, WindowCount, ZipCount
 
@@ -35,7 +35,7 @@ def _window(start_minute: int, zipcode: str, count: int) -> WindowCount:
 
 
 def _progress(registry: telemetry.ProgressRegistry, batch_id: int = 0, elapsed: float = 2.0) -> dict:
-    return progress.build_progress(registry.drain(), query_id="q", run_id="r", name="test", batch_id=batch_id,
+    return progress_record.build_progress(registry.drain(), query_id="q", run_id="r", name="test", batch_id=batch_id,
                                    elapsed=elapsed)
 
 
