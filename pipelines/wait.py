@@ -18,6 +18,20 @@ POLL_SECONDS = 0.5
 # end a failure.
 ENDED_WORKER_GRACE_SECONDS = 5.0
 WORKER_REPORT_SECONDS = 3.0  # the worker scripts' watchers look every 2 s
+PRISM_LOGGER = "PrismJobServer"  # where Beam relays Prism's own log lines
+
+
+class _CancelIsNoError(logging.Filter):
+    """Prism logs every bundle that a cancel interrupts as ERROR "Bundle Failed. (error='pipeline canceled')";
+    a stop that hitstream asked for is not an error, so those lines become INFO."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR and "pipeline canceled" in record.getMessage():
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
+_CANCEL_IS_NO_ERROR = _CancelIsNoError()
 
 
 class WorkerDied(RuntimeError):
@@ -33,6 +47,8 @@ def wait_for_job(result, exits, streaming: bool, run_seconds: float = 0) -> Opti
     and WorkerDied raised, as it is when the job failed after a worker ended (Prism then says only "SDK worker
     disconnected"): the worker's own last output says why."""
     stop = {"now": False}
+    # After Beam's own filter, which gives the relayed lines Prism's levels (it was added when the job server started).
+    logging.getLogger(PRISM_LOGGER).addFilter(_CANCEL_IS_NO_ERROR)
     if streaming:
         signal.signal(signal.SIGTERM, lambda signum, frame: stop.update(now=True))
     deadline = time.monotonic() + run_seconds if streaming and run_seconds else None

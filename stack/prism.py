@@ -14,6 +14,10 @@ from the Go module proxy (`go mod download github.com/apache/beam/sdks/v2@v<BEAM
   reports the same new counter meanwhile replaced the first one's value, and that bundle's counts were lost. The
   window accounting of a bounded run (transforms/queries.py) then saw one bundle's hits missing (a CI run: 102 hits
   read, none counted in, all in the final windows). Patched, every payload waits and counts.
+- `prism-finalize-when-asked.patch`: Prism asked the worker to finalize every bundle of a stage with a bundle
+  finalizer, also bundles that registered no callback; the Python SDK has released those and logs an ERROR with a
+  traceback ("Bundle is not in a finalizable state") that a user took for a failure. Patched, Prism finalizes a
+  bundle only when the worker's response says it requires finalization.
 
 The binary's folder is named after the version and the patches' hash, so a changed patch builds a new binary.
 """
@@ -33,7 +37,8 @@ _LOGGER = logging.getLogger(__name__)
 
 MODULE = "github.com/apache/beam/sdks/v2"
 PATCHES = [Path(__file__).with_name(name) for name in ("prism-residual-watermarks.patch",
-                                                       "prism-metrics-short-ids.patch")]
+                                                       "prism-metrics-short-ids.patch",
+                                                       "prism-finalize-when-asked.patch")]
 
 
 def prism_path() -> str:
