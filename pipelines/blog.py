@@ -55,6 +55,10 @@ def kafka_source_config(options: HitstreamOptions, settings: Settings,
         spark_options["assign"] = options.assign
     else:
         spark_options["subscribe"] = options.topic
+    if options.starting_offsets_by_timestamp:
+        spark_options["startingOffsetsByTimestamp"] = options.starting_offsets_by_timestamp
+    elif options.starting_timestamp is not None:
+        spark_options["startingTimestamp"] = str(options.starting_timestamp)
     ending = options.ending_offsets or ("latest" if not settings.streaming else None)
     if ending:
         spark_options["endingOffsets"] = ending

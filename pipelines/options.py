@@ -71,6 +71,14 @@ class HitstreamOptions(PipelineOptions):
         add("--starting-offsets", dest="starting_offsets", default="earliest",
             help="earliest, latest, or JSON per partition; used where the consumer group has no committed offset "
                  "(default: earliest)")
+        add("--starting-offsets-by-timestamp", dest="starting_offsets_by_timestamp", default=None, metavar="JSON",
+            help='Spark\'s startingOffsetsByTimestamp: JSON of epoch-millisecond timestamps per partition, e.g. '
+                 '{"hits":{"0":1773612000000}}; each partition starts at its first record at or after its time, '
+                 'where the consumer group has no committed offset; takes precedence over --starting-offsets '
+                 '(default: off)')
+        add("--starting-timestamp", dest="starting_timestamp", type=int, default=None, metavar="MILLIS",
+            help="Spark's startingTimestamp: one epoch-millisecond timestamp for every partition, as above "
+                 "(default: off)")
         add("--ending-offsets", dest="ending_offsets", default=None,
             help="latest or JSON per partition: makes the read bounded (default: unbounded, or latest with "
                  "--trigger=available-now)")

@@ -8,8 +8,10 @@ import socket
 from typing import Optional
 
 import sqlalchemy
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient
 
-from pipelines.options import HitstreamOptions, Settings
+from pipelines.options import HitstreamOptions, Settings, kafka_client_settings
 from transforms.sinks.jdbc import DEFAULT_URL, mask_url, resolve_url
 
 _LOGGER = logging.getLogger(__name__)
@@ -21,6 +23,8 @@ def preflight(hs: HitstreamOptions, settings: Settings) -> None:
     if hs.source == "kafka" or "kafka" in kinds or hs.dead_letter_topic:
         check_reachable(first_bootstrap(hs.bootstrap_servers), "the Kafka broker",
                         "Start the local stack with `hitstream up`, or pass --bootstrap-servers.")
+    if hs.source == "kafka" and not (hs.subscribe_pattern or hs.assign):
+        check_topics(hs)
     if "jdbc" in kinds or "foreach" in kinds:
         check_database(hs.jdbc_url)
     if "parquet" in kinds:
@@ -37,6 +41,23 @@ def check_reachable(host_port: str, what: str, fix: str, timeout: float = 3.0) -
         socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout).close()
     except (OSError, ValueError) as error:
         raise SystemExit(f"hitstream: {what} at {host_port} is unreachable ({error}). {fix}") from None
+
+
+def check_topics(hs: HitstreamOptions, timeout: float = 10.0) -> None:
+    """The subscribed topics exist (inside the job, a missing one ends it with a traceback), or fail with the fix."""
+    topics = [topic.strip() for topic in hs.topic.split(",") if topic.strip()]
+    admin = AdminClient({"bootstrap.servers": hs.bootstrap_servers, **kafka_client_settings(hs)})
+    try:
+        existing = admin.list_topics(timeout=timeout).topics
+    except KafkaException as error:
+        raise SystemExit(f"hitstream: could not list the topics at {hs.bootstrap_servers} ({error}). Check "
+                         "--bootstrap-servers and the Kafka client settings.") from None
+    missing = [topic for topic in topics if topic not in existing]
+    if missing:
+        raise SystemExit(f"hitstream: Kafka topic(s) {', '.join(missing)} do not exist at {hs.bootstrap_servers}. "
+                         f"Create them (`hitstream produce --topic {missing[0]}` creates one as it writes, or "
+                         f"kafka-topics.sh --create), check --topic, or use --subscribe-pattern to read topics "
+                         f"as they appear.")
 
 
 def check_database(url: Optional[str]) -> None:

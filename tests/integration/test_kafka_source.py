@@ -258,3 +258,4 @@ def test_idle_partition_does_not_hold_the_watermark(kafka_bootstrap, topic_facto
     closed = {ws: n for ws, n in expected.items() if ws + 4000 <= closed_by and ws >= min(expected) + 2000}
     assert closed, "the test produced no complete window"
     assert {ws: emitted.get(ws) for ws in closed} == closed
+

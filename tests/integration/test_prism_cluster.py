@@ -131,8 +131,9 @@ def test_streaming_counts_change_while_producing_and_stop_cleanly(kafka_bootstra
     assert {s["description"] for s in last["sinks"]} == {f"kafka.zip_counts.{out_topic}"}
 
 
-def test_refuses_what_needs_workers_in_the_launcher(tmp_path, capsys):
-    common = ["--runner", "prism-cluster", "--topic=t", "--trigger=available-now"]
+def test_refuses_what_needs_workers_in_the_launcher(tmp_path, capsys, kafka_bootstrap, topic_factory):
+    common = ["--runner", "prism-cluster", f"--topic={topic_factory()}", f"--bootstrap-servers={kafka_bootstrap}",
+              "--trigger=available-now"]
     assert run(common + ["--sink=zip_counts=memory:complete"]) == 2
     assert "memory sink needs --environment_type=LOOPBACK" in capsys.readouterr().err
     assert run(common + [f"--checkpoint-dir={tmp_path}", "--sink=zip_counts=console:complete"]) == 2

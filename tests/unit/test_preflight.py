@@ -22,6 +22,12 @@ def test_unreachable_database_masks_the_password():
     assert "s3cret" not in message
 
 
+def test_missing_topic(kafka_bootstrap):
+    message = _fails_with([f"--bootstrap-servers={kafka_bootstrap}", "--topic=hitstream-no-such-topic",
+                           "--sink=zip_counts=console"])
+    assert "Kafka topic(s) hitstream-no-such-topic do not exist" in message and "hitstream produce" in message
+
+
 def test_unwritable_parquet_path():
     message = _fails_with(["--source=directory", "--source-path=/tmp", "--sink=hits=parquet",
                            "--parquet-path=/proc/hitstream-cannot-write"])
