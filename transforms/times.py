@@ -17,6 +17,15 @@ def iso_utc(value: datetime.datetime, timespec: str = "milliseconds") -> str:
     return value.replace(tzinfo=None).isoformat(timespec=timespec) + "Z"
 
 
+def spark_show_text(value: datetime.datetime) -> str:
+    """2026-11-23 19:05:00 (fraction only when not zero), in UTC: how Spark's show() and console sink print a
+    timestamp."""
+    if value.tzinfo is not None:
+        value = value.astimezone(UTC)
+    text = value.replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds").rstrip("0")
+    return text.rstrip(".")
+
+
 def iso_utc_micros(micros: Optional[float]) -> Optional[str]:
     """Epoch microseconds as `iso_utc` text; None, or a time outside years 1..9999, gives None."""
     if micros is None:

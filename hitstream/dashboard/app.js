@@ -370,15 +370,32 @@ async function poll() {
 // SQL box
 // ---------------------------------------------------------------------------------------------------------------
 
+// The query the SQL box starts with, per table; the box follows the job's tables until the user types in it.
+const STARTING_QUERIES = {
+  zip_counts: "SELECT zipcode, count FROM zip_counts ORDER BY count DESC",
+  zip_window_counts: "SELECT window_start, window_end, zipcode, count FROM zip_window_counts\n" +
+                     "ORDER BY window_start DESC, count DESC",
+  isp_counts: "SELECT isp, count FROM isp_counts ORDER BY count DESC",
+};
+let sqlEdited = false;
+
+function startingQuery(names) {
+  const name = names.find(n => n in STARTING_QUERIES) || names[0];
+  return STARTING_QUERIES[name] || `SELECT * FROM ${name}`;
+}
+
 function renderTables(names) {
   const el = $("sql-tables");
   clear(el);
   if (!names.length) { el.textContent = "none yet (a memory sink creates its table on its first write)"; return; }
+  if (!sqlEdited) $("sql-input").value = startingQuery(names);
   names.forEach((name, i) => {
     const a = document.createElement("a");
     a.href = "#";
     a.textContent = name;
-    a.addEventListener("click", e => { e.preventDefault(); $("sql-input").value = `SELECT * FROM ${name}`; runSql(); });
+    a.addEventListener("click", e => {
+      e.preventDefault(); sqlEdited = true; $("sql-input").value = `SELECT * FROM ${name}`; runSql();
+    });
     if (i) el.appendChild(document.createTextNode(", "));
     el.appendChild(a);
   });
@@ -424,6 +441,7 @@ async function runSql() {
 }
 
 $("sql-run").addEventListener("click", runSql);
+$("sql-input").addEventListener("input", () => { sqlEdited = true; });
 $("sql-input").addEventListener("keydown", e => {
   if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) { e.preventDefault(); runSql(); }
 });

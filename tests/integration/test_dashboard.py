@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import contextlib
+import datetime
 import json
 import os
 import re
@@ -33,7 +34,7 @@ from hitstream import dashboard, progress, server
 from hitstream.generator import ProduceSpec, produce
 from hitstream.job import observe_job
 from transforms import telemetry
-from transforms.rows import ZipCount
+from transforms.rows import WindowCount, ZipCount
 from transforms.sinks.memory_store import STORE
 
 REPO = Path(__file__).resolve().parents[2]
@@ -287,6 +288,35 @@ def test_dashboard_is_served_from_the_package_with_no_outside_urls(sql_server):
     status, body = _get(port, "/progress/recent")
     assert status == 200 and body == {"progress": []}
     assert _get(port, "/status")[1]["message"] == "Initializing sources"
+
+
+def test_sql_box_starts_on_a_table_the_job_has():
+    """A job whose only memory table is zip_window_counts: the SQL box's first query is over that table, and it
+    runs (it used to name zip_counts, which did not exist)."""
+    for name in STORE.tables():  # what earlier tests of this process left
+        STORE.drop(name)
+    start = datetime.datetime(2026, 3, 15, 22, 2, tzinfo=datetime.timezone.utc)
+    STORE.replace("zip_window_counts", [WindowCount(start, start + datetime.timedelta(minutes=10), "94107", 4)])
+    port = _free_port()
+    dashboard.serve(progress.StreamingQuery(name="sql-start", registry=telemetry.ProgressRegistry()), port)
+    try:
+        with _chromium() as driver:
+            driver.get(f"http://127.0.0.1:{port}/")
+            box = driver.find_element("id", "sql-input")
+            query = _wait_for("the SQL box to follow the job's tables",
+                              lambda: "zip_window_counts" in box.get_attribute("value") and box.get_attribute("value"),
+                              30)
+            assert "zip_counts " not in query
+            driver.find_element("id", "sql-run").click()
+            output = driver.find_element("id", "sql-output")
+            assert _wait_for("the query to answer", lambda: output.get_attribute("data-state") in ("ok", "error")
+                             and output.get_attribute("data-state"), 15) == "ok", \
+                driver.find_element("id", "sql-error").text
+            rows = driver.find_elements("css selector", "#sql-result tbody tr")
+            assert [td.text for td in rows[0].find_elements("tag name", "td")][-2:] == ["94107", "4"]
+    finally:
+        server.stop(port)
+        STORE.drop("zip_window_counts")
 
 
 @pytest.mark.timeout(300)

@@ -1,9 +1,11 @@
 """Tests for transforms/sinks/console.py: Spark's console output, "Batch: N" and a table, numRows and truncate."""
 from __future__ import annotations
 
+import datetime
+
 import pytest
 
-from transforms.rows import Snapshot, ZipCount
+from transforms.rows import Snapshot, WindowCount, ZipCount
 from transforms.sinks.base import SinkWriteFn
 from transforms.sinks.console import WriteToConsole
 
@@ -45,3 +47,11 @@ def test_truncate_cuts_cells_at_twenty_characters(capsys):
 def test_num_rows_must_be_positive():
     with pytest.raises(ValueError, match="numRows"):
         WriteToConsole("t", num_rows=0)
+
+
+def test_window_times_print_whole_in_utc_as_spark_shows_them(capsys):
+    start = datetime.datetime(2026, 3, 15, 23, 2, tzinfo=datetime.timezone(datetime.timedelta(hours=1)))
+    end = datetime.datetime(2026, 3, 15, 22, 12, 0, 250_000, tzinfo=datetime.timezone.utc)
+    _print(WriteToConsole("zip_window_counts", truncate=True), [WindowCount(start, end, "94107", 7)])
+    out = capsys.readouterr().out
+    assert "2026-03-15 22:02:00 " in out and "2026-03-15 22:12:00.25 " in out and "..." not in out

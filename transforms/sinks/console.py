@@ -2,10 +2,11 @@
 
 A batch is a complete-mode Snapshot (its own batch id), or the rows of one bundle in update and append modes (a
 batch id counted per worker). Options as in Spark: `numRows` (default 20) and `truncate` (cut cells at 20
-characters).
+characters). Timestamps print whole, in UTC, as Spark prints them (`2026-03-15 22:05:00`): truncation is for text.
 """
 from __future__ import annotations
 
+import datetime
 import logging
 import sys
 import threading
@@ -16,6 +17,7 @@ from rich.table import Table
 from rich.text import Text
 
 from transforms.rows import Snapshot
+from transforms.times import spark_show_text
 from transforms.sinks.base import RetryPolicy, Sink, SinkWriter
 
 _LOGGER = logging.getLogger(__name__)
@@ -26,6 +28,12 @@ _PRINT_LOCK = threading.Lock()  # bundles run on several threads; one table must
 
 def _sort_key(row: tuple) -> tuple:
     return tuple((value is not None, value) for value in row)
+
+
+def _cell(value) -> str:
+    if value is None:
+        return "null"
+    return spark_show_text(value) if isinstance(value, datetime.datetime) else str(value)
 
 
 def render_batch(batch_id: int, rows: list, num_rows: int = 20, truncate: bool = True, title: str = "") -> Group:
@@ -39,9 +47,10 @@ def render_batch(batch_id: int, rows: list, num_rows: int = 20, truncate: bool =
     for name in rows[0]._fields:
         table.add_column(name)
     for row in rows[:num_rows]:
-        cells = ["null" if v is None else str(v) for v in row]
+        cells = [_cell(v) for v in row]
         if truncate:
-            cells = [c if len(c) <= _TRUNCATE_AT else c[:_TRUNCATE_AT - 3] + "..." for c in cells]
+            cells = [c if len(c) <= _TRUNCATE_AT or isinstance(v, datetime.datetime) else c[:_TRUNCATE_AT - 3] + "..."
+                     for c, v in zip(cells, row)]
         table.add_row(*cells)
     if len(rows) > num_rows:
         return Group(header, table, Text(f"only showing top {num_rows} rows"))
