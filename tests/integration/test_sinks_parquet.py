@@ -25,7 +25,9 @@ from apache_beam.options.pipeline_options import PipelineOptions
 import runners
 from hitstream.generator import MALFORMED_VALUES, ProduceSpec, produce
 from pipelines.blog import build_pipeline
-from transforms.sinks.parquet import DEFAULT_COMMIT_DIR, TEMP_DIR, WriteDeadLettersToParquet, duckdb_source
+from tests.unit.test_sinks_parquet import hit, writer_for
+from transforms.sinks.parquet import (DEFAULT_COMMIT_DIR, TEMP_DIR, WriteDeadLettersToParquet, dataset, duckdb_source,
+                                      spark_schema)
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -203,3 +205,26 @@ def test_writer_killed_again_and_again_mid_write_leaves_every_record_once(tmp_pa
     assert not list((base / TEMP_DIR).iterdir())
     assert not (base / DEFAULT_COMMIT_DIR).exists()  # the log is in the checkpoint dir
     print(f"kills that left temp files: {temp_files_at_kill}/12, torn log lines: {torn_logs}/12")
+
+
+@pytest.mark.timeout(180)
+def test_zipcodes_keep_their_leading_zeros_in_pyarrow_duckdb_and_spark(tmp_path):
+    """Digit-only partition values read as integers by default in all three (00501 -> 501); the sink's reader
+    settings keep them strings."""
+    base = tmp_path / "hits"
+    writer_for(base).write_rows([hit(0, 0, "00501"), hit(0, 1, "02134"), hit(0, 2, "94107")], 0)
+    expected = ["00501", "02134", "94107"]
+    assert sorted(dataset(str(base)).to_table().column("zipcode").to_pylist()) == expected
+    assert [z for (z,) in duckdb.sql(f"SELECT zipcode FROM {duckdb_source(str(base))} ORDER BY 1").fetchall()] \
+        == expected
+    from bench.spark_blog import spark_session
+    spark = spark_session(app="hitstream-parquet-zipcodes", master="local[1]")
+    try:
+        plain = spark.read.parquet(str(base))
+        assert dict(plain.dtypes)["zipcode"] == "int"  # Spark's inference, what the schema is for
+        frame = spark.read.schema(spark_schema()).parquet(str(base))
+        assert dict(frame.dtypes)["zipcode"] == "string"
+        assert sorted(row.zipcode for row in frame.select("zipcode").collect()) == expected
+        assert frame.count() == 3 and frame.select("day").distinct().count() == 1
+    finally:
+        spark.stop()

@@ -8,7 +8,8 @@ The partition columns (default `zipcode,day`, configurable) are taken out of the
 read back from the directory names: a new partition is a new directory, visible to `pyarrow.dataset`, to DuckDB's
 `read_parquet('<base>/**/*.parquet', hive_partitioning = true)` and to Spark with no ADD PARTITION step (the blog's
 caveat). Values are percent-encoded in directory names, and a null is `__HIVE_DEFAULT_PARTITION__`. pyarrow infers
-digit-only zipcodes as integers (dropping leading zeros) unless told otherwise; `dataset()` here reads them as strings.
+digit-only zipcodes as integers (dropping leading zeros) unless told otherwise, and so do DuckDB and Spark: read
+with `dataset()` (pyarrow), `duckdb_source()` (DuckDB) or `spark_schema()` (Spark) here, which keep them strings.
 Rows without a `day` field get it from `window_start` (WindowCount) or `kafka_timestamp` (DeadLetter).
 
 Only append mode, as Spark's file sink: a file cannot take back a row. Update and complete are refused when the
@@ -508,6 +509,17 @@ def dataset(path: str, partition_by: Sequence[str] = DEFAULT_PARTITION_BY):
     import pyarrow.dataset as ds
     partitioning = ds.partitioning(pa.schema([(c, pa.string()) for c in partition_by]), flavor="hive")
     return ds.dataset(path, format="parquet", partitioning=partitioning)
+
+
+_SPARK_TYPES = {pa.string(): "STRING", pa.int32(): "INT", pa.int64(): "BIGINT", pa.bool_(): "BOOLEAN",
+                pa.binary(): "BINARY", pa.timestamp("us", tz="UTC"): "TIMESTAMP"}
+
+
+def spark_schema(row_type: type = Hit) -> str:
+    """The DDL schema for Spark's reader, partition columns included as strings:
+    `spark.read.schema(spark_schema()).parquet(path)`. Without it Spark's partition type inference reads zipcode
+    02134 as the integer 2134, as pyarrow's and DuckDB's defaults do."""
+    return ", ".join(f"`{field.name}` {_SPARK_TYPES[field.type]}" for field in schema_of(row_type))
 
 
 def duckdb_source(path: str) -> str:
