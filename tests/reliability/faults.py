@@ -11,7 +11,7 @@ import contextlib
 import datetime
 import time
 import uuid
-from typing import Dict, Iterator, List, Tuple
+from typing import Dict, Iterator, List, Set, Tuple
 
 import duckdb
 import orjson
@@ -111,6 +111,21 @@ def latest_counts(bootstrap: str, topic: str) -> Dict[str, int]:
         count = orjson.loads(value)["count"]
         latest[key.decode()] = max(latest.get(key.decode(), 0), count)
     return latest
+
+
+def topic_reference(bootstrap: str, topic: str) -> Tuple[Set[Tuple[int, int]], Dict[str, int], int]:
+    """What the input topic holds, read back: the (partition, offset) of every hit, the count per zipcode and the
+    number of malformed messages. For tests whose producer may lose acknowledgements in an outage, so its own report
+    cannot be the reference. A hit is a generator JSON object (it always has a user_id; none of the generator's
+    MALFORMED_VALUES has one)."""
+    hits, zip_counts, malformed = set(), collections.Counter(), 0
+    for partition, offset, _, value in consume_all(bootstrap, topic):
+        if b'"user_id"' in value:
+            hits.add((partition, offset))
+            zip_counts[orjson.loads(value)["zipcode"]] += 1
+        else:
+            malformed += 1
+    return hits, dict(zip_counts), malformed
 
 
 def dead_letter_coordinates(bootstrap: str, topic: str) -> List[Tuple[int, int]]:

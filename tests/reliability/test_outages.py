@@ -23,8 +23,8 @@ from pipelines.blog import build_pipeline
 from stack import kafka as stack_kafka
 from stack import mariadb as stack_mariadb
 from tests.reliability.faults import (count_diff, dead_letter_coordinates, latest_counts, parquet_coordinates,
-                                      print_figures, record_diff, scratch_database, table_rows, wait_until,
-                                      window_reference)
+                                      print_figures, record_diff, scratch_database, table_rows, topic_reference,
+                                      wait_until, window_reference)
 from tests.reliability.scale import scale
 
 pytestmark = pytest.mark.timeout(scale(420, 1200))
@@ -44,15 +44,16 @@ def _start_job(topic: str, bootstrap: str, *sinks: str, extra=()) -> object:
     return pipeline.run()
 
 
-def _produce_with_outage(topic: str, bootstrap: str, outage, seed: int):
-    """Produce RATE hits/s for SECONDS; `outage()` runs OUTAGE_AT seconds in. Returns the generator's report."""
+def _produce_with_outage(topic: str, bootstrap: str, outage, seed: int, strict: bool = True):
+    """Produce RATE hits/s for SECONDS; `outage()` runs OUTAGE_AT seconds in. Returns the generator's report
+    (`strict`: see generator.produce)."""
     spec = ProduceSpec(topic=topic, bootstrap_servers=bootstrap, count=RATE * SECONDS, rate=RATE, partitions=3,
                        zipcodes=25, malformed_share=0.01, seed=seed)
     reports, errors = [], []
 
     def work():
         try:
-            reports.append(produce(spec))
+            reports.append(produce(spec, strict=strict))
         except Exception as error:  # reported by the assertion below
             errors.append(error)
 
@@ -88,9 +89,11 @@ def test_broker_restart_mid_stream(kafka_bootstrap, topic_factory, mysql_url, tm
                                                               f"--dead-letter-topic={dlq_topic}"])
         outage = {}
         try:
-            report = _produce_with_outage(topic, kafka_bootstrap, _outage(stack_kafka, 20, outage), seed=31)
-            hits_ref = {(e[3], e[4]) for e in report.events}
-            zip_ref = dict(report.zip_counts)
+            # The test's own producer lives through the restart too, and librdkafka has been seen (1 run in 9)
+            # to deliver nothing more after it within the flush; so the reference is the topic, read back.
+            report = _produce_with_outage(topic, kafka_bootstrap, _outage(stack_kafka, 20, outage), seed=31,
+                                          strict=False)
+            hits_ref, zip_ref, malformed = topic_reference(kafka_bootstrap, topic)
             sinks = {}
 
             def settled():
@@ -99,7 +102,7 @@ def test_broker_restart_mid_stream(kafka_bootstrap, topic_factory, mysql_url, tm
                 sinks["kafka"] = latest_counts(kafka_bootstrap, out_topic)
                 sinks["dlq"] = dead_letter_coordinates(kafka_bootstrap, dlq_topic)
                 equal = (set(sinks["parquet"]) == hits_ref and sinks["jdbc"] == zip_ref and sinks["kafka"] == zip_ref
-                         and len(set(sinks["dlq"])) == report.malformed)
+                         and len(set(sinks["dlq"])) == malformed)
                 return equal or PipelineState.is_terminal(result.state)  # a failed job: nothing more will come
 
             wait_until(settled, SETTLE_TIMEOUT, interval=2.0)
@@ -112,9 +115,9 @@ def test_broker_restart_mid_stream(kafka_bootstrap, topic_factory, mysql_url, tm
     jdbc_lost, jdbc_dup = count_diff(sinks["jdbc"], zip_ref)
     kafka_lost, kafka_dup = count_diff(sinks["kafka"], zip_ref)
     dlq = set(sinks["dlq"])
-    print_figures(capsys, "broker restart", 1, report.produced, parquet_lost + jdbc_lost + kafka_lost,
+    print_figures(capsys, "broker restart", 1, len(hits_ref) + malformed, parquet_lost + jdbc_lost + kafka_lost,
                   parquet_dup + jdbc_dup + kafka_dup, outage_s=round(outage.get("seconds", 0), 1),
-                  well_formed=report.well_formed, dead_letters=len(dlq),
+                  well_formed=len(hits_ref), producer_unacknowledged=report.undelivered, dead_letters=len(dlq),
                   dead_letter_resends=len(sinks["dlq"]) - len(dlq),
                   per_sink=f"parquet:{parquet_lost}/{parquet_dup},jdbc:{jdbc_lost}/{jdbc_dup},"
                            f"kafka:{kafka_lost}/{kafka_dup}")
@@ -123,7 +126,7 @@ def test_broker_restart_mid_stream(kafka_bootstrap, topic_factory, mysql_url, tm
     assert sinks["jdbc"] == zip_ref, "JDBC zip_test equals the reference"
     assert sinks["kafka"] == zip_ref, "the Kafka sink's last count per zipcode equals the reference"
     # Dead letters: each malformed message once by its coordinates (the Kafka sink may resend one), none of a hit.
-    assert len(dlq) == report.malformed and not dlq & hits_ref
+    assert len(dlq) == malformed and not dlq & hits_ref
 
 
 def test_database_outage_mid_stream(kafka_bootstrap, topic_factory, mysql_url, capsys, caplog):
