@@ -23,7 +23,7 @@ from tests.reliability.faults import (dead_letter_coordinates, latest_counts, pa
 
 REPO = Path(__file__).resolve().parents[2]
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = pytest.mark.timeout(900)
 
 
 def _job(kafka_io: str, topic: str, bootstrap: str, work: Path, out_topic: str, dead_topic: str) -> subprocess.Popen:
@@ -33,7 +33,7 @@ def _job(kafka_io: str, topic: str, bootstrap: str, work: Path, out_topic: str, 
             "--starting-offsets=earliest", "--watermark-delay=1 day", "--sink=hits=parquet",
             f"--parquet-path={work / 'hits'}", "--sink=zip_counts=jdbc:complete", "--sink=zip_window_counts=jdbc:update",
             f"--jdbc-url=sqlite:///{work / 'sink.db'}", "--sink=zip_counts=kafka:update",
-            f"--output-topic={out_topic}", f"--dead-letter-topic={dead_topic}", "--run-seconds=400"]
+            f"--output-topic={out_topic}", f"--dead-letter-topic={dead_topic}", "--run-seconds=600"]
     with open(work / "job.log", "wb") as log:
         return subprocess.Popen([sys.executable, "-m", "pipelines.blog", "--runner", "prism", *args], cwd=REPO,
                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -65,13 +65,20 @@ def test_java_streaming_read_and_sink_equal_the_native_ones(kafka_bootstrap, top
         producer.join(timeout=120)
         (report,) = reports
         assert len(report.events) == report.well_formed
-        deadline = time.monotonic() + 180
+        # The Java read's first output has come as late as 230 s after launch (README, Measured results).
+        deadline = time.monotonic() + 300
         for kafka_io, (work, out_topic, dead_topic) in sinks.items():
             log = work / "job.log"
-            while latest_counts(kafka_bootstrap, out_topic) != dict(report.zip_counts) or \
-                    len(parquet_coordinates(str(work / "hits"))) < report.well_formed:
+            while True:
+                counts = latest_counts(kafka_bootstrap, out_topic)
+                hits = len(parquet_coordinates(str(work / "hits")))
+                if counts == dict(report.zip_counts) and hits >= report.well_formed:
+                    break
                 assert jobs[kafka_io].poll() is None, f"{kafka_io} ended:\n{log.read_text()[-3000:]}"
-                assert time.monotonic() < deadline, f"{kafka_io} did not catch up:\n{log.read_text()[-3000:]}"
+                assert time.monotonic() < deadline, (
+                    f"{kafka_io} did not catch up: Kafka sink counts {sum(counts.values())} of "
+                    f"{sum(report.zip_counts.values())}, Parquet hits {hits} of {report.well_formed}\n"
+                    f"{log.read_text()[-3000:]}")
                 time.sleep(1)
         time.sleep(3)  # the windows' last panes, one trigger later
         for kafka_io, job in jobs.items():
