@@ -47,11 +47,12 @@ def start_for_job(options, runner: str = "prism") -> StreamingQuery:
 def _kafka_results(options):
     """The Kafka sink's topic as the dashboard's results, when an aggregation is written there in JSON."""
     aggregations = set(AGGREGATION_OF_ROW.values())
-    if options.kafka_value_format != "json" or not any(
-            choice.sink == "kafka" and choice.query in aggregations for choice in Settings.from_options(options).sinks):
-        return None
     sinks = SinkSettings.from_options(options)
-    return KafkaResults(sinks.bootstrap_servers, sinks.output_topic, sinks.kafka_client).start()
+    for choice in Settings.from_options(options).sinks:
+        own = sinks.for_choice(choice)
+        if choice.sink == "kafka" and choice.query in aggregations and own.kafka_value_format == "json":
+            return KafkaResults(own.bootstrap_servers, own.output_topic, own.kafka_client).start()
+    return None
 
 
 class ObservedJob:

@@ -26,7 +26,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.runner import PipelineState
 
 import runners
-from pipelines.options import HitstreamOptions, KafkaClientSettings, Settings, kafka_client_settings
+from pipelines.options import HitstreamOptions, KafkaClientSettings, Settings, SinkChoice, kafka_client_settings
 from pipelines.preflight import preflight
 from pipelines.sinks import SinkSettings, check_sink_choices, dead_letter_sinks, sink_for
 from pipelines.wait import WorkerDied, wait_for_job
@@ -101,14 +101,23 @@ def _query(name: str, mode: OutputMode, settings: Settings, batched: bool, seed:
                            batched=batched, seed=seed)
 
 
+def _checkpoint_name(choice: SinkChoice) -> str:
+    """The aggregation checkpoint's entry for a query in a mode: one per query, and one more for windows in complete
+    mode, which keep the late hits the other modes drop."""
+    windowed = QUERIES[choice.query].kind is QueryKind.WINDOWED_AGGREGATION
+    return f"{choice.query}:complete" if windowed and choice.mode is OutputMode.COMPLETE else choice.query
+
+
 def _aggregate_checkpoint(hs: HitstreamOptions, settings: Settings) -> Optional[AggregateCheckpoint]:
-    """With --checkpoint-dir on the Kafka fast path: what the aggregation checkpoint counts (one entry per query,
-    whatever its modes)."""
-    queries = {choice.query for choice in settings.sinks if QUERIES[choice.query].kind is not QueryKind.PROJECTION}
+    """With --checkpoint-dir on the Kafka fast path: what the aggregation checkpoint counts (see
+    `_checkpoint_name`)."""
+    modes = {_checkpoint_name(choice): choice for choice in settings.sinks
+             if QUERIES[choice.query].kind is not QueryKind.PROJECTION}
     specs = []
-    for name in sorted(queries):
-        query = _query(name, OutputMode.UPDATE, settings, batched=True)
-        specs.append(QuerySpec(name, query.KEY_FIELD, query.window_params()))
+    for name, choice in sorted(modes.items()):
+        query = _query(choice.query, choice.mode, settings, batched=True)
+        window = query.window_params()
+        specs.append(QuerySpec(name, query.KEY_FIELD, window, keep_late=bool(window) and query.keeps_late))
     return AggregateCheckpoint(os.path.abspath(hs.checkpoint_dir), tuple(specs))
 
 
@@ -134,13 +143,17 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions, records: Optional
     outputs = {"dead_letter": parsed.dead_letter, "hits": parsed.good}
     for label, sink in dead_letter_sinks(sink_settings):
         parsed.dead_letter | label >> sink
+    labels: Dict[str, int] = {}
     for choice in settings.sinks:
         name = choice.query if QUERIES[choice.query].kind is QueryKind.PROJECTION else f"{choice.query}:{choice.mode.value}"
         if name not in outputs:
             label = "".join(part.title() for part in choice.query.split("_")) + choice.mode.value.title()
-            seed = checkpoint.seed(choice.query) if checkpoint else ()
+            seed = checkpoint.seed(_checkpoint_name(choice)) if checkpoint else ()
             outputs[name] = parsed.good | label >> _query(choice.query, choice.mode, settings, batched, seed)
         sink_label = f"Write{choice.sink.title()}{name.replace(':', '_').title().replace('_', '')}"
+        labels[sink_label] = labels.get(sink_label, 0) + 1
+        if labels[sink_label] > 1:  # the same query to a second sink of the kind, with settings of its own
+            sink_label += str(labels[sink_label])
         outputs[name] | sink_label >> sink_for(choice, sink_settings)
     return outputs
 

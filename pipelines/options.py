@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from typing import Dict, List
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
@@ -26,17 +26,49 @@ BLOG_SINKS = ("hits=parquet:append", "zip_window_counts=memory:complete", "zip_w
               "zip_counts=jdbc:complete", "zip_counts=kafka:update")
 
 
+def _true_or_false(text: str) -> bool:
+    if text not in ("true", "false"):
+        raise ValueError("write true or false")
+    return text == "true"
+
+
+def _one_of(*allowed: str) -> Callable[[str], str]:
+    def check(text: str) -> str:
+        if text not in allowed:
+            raise ValueError(f"choose from {', '.join(allowed)}")
+        return text
+    return check
+
+
+# The settings a `--sink` may carry for itself (`--sink zip_counts=kafka:update,topic=counts`), per sink: each
+# stands for a job-wide flag, for that sink alone, as (the SinkSettings field it sets, its parser). Parquet's path
+# is used as given (pipelines.sinks.SinkSettings.parquet_path_for), so it sets no field.
+SINK_SETTINGS: Dict[str, Dict[str, Tuple[Optional[str], Callable[[str], Any]]]] = {
+    "console": {"num-rows": ("console_num_rows", int), "truncate": ("console_truncate", _true_or_false)},
+    "memory": {},
+    "parquet": {"path": (None, str), "partition-by": ("parquet_partition_by", str)},
+    "jdbc": {"url": ("jdbc_url", str), "table": ("jdbc_table", str)},
+    "kafka": {"topic": ("output_topic", str), "value-format": ("kafka_value_format", _one_of("json", "text")),
+              "io": ("kafka_sink_io", _one_of("native", "java"))},
+    "foreach": {"writer": ("foreach_writer", str), "topic": ("output_topic", str), "url": ("jdbc_url", str),
+                "table": ("jdbc_table", str)},
+}
+
+
 @dataclasses.dataclass(frozen=True)
 class SinkChoice:
-    """One `--sink QUERY=SINK[:MODE]`."""
+    """One `--sink QUERY=SINK[:MODE][,KEY=VALUE...]`: the settings are that sink's own (SINK_SETTINGS), in place of
+    the job-wide flags."""
     query: str
     sink: str
     mode: OutputMode
+    settings: Tuple[Tuple[str, str], ...] = ()
 
     @classmethod
     def parse(cls, text: str) -> "SinkChoice":
+        head, *tokens = text.split(",")
         try:
-            query, rest = text.split("=", 1)
+            query, rest = head.split("=", 1)
             sink, _, mode = rest.partition(":")
         except ValueError:
             raise ValueError(f"--sink {text!r}: write QUERY=SINK[:MODE], e.g. zip_counts=console:update") from None
@@ -45,7 +77,36 @@ class SinkChoice:
         if sink not in SINK_KINDS:
             raise ValueError(f"--sink {text!r}: unknown sink {sink!r}; choose from {', '.join(SINK_KINDS)}")
         default = "append" if QUERIES[query].kind is QueryKind.PROJECTION else "update"
-        return cls(query, sink, OutputMode.parse(mode or default))
+        return cls(query, sink, OutputMode.parse(mode or default), _sink_settings(text, sink, tokens))
+
+    def setting(self, key: str) -> Optional[str]:
+        return dict(self.settings).get(key)
+
+
+def _sink_settings(text: str, sink: str, tokens: List[str]) -> Tuple[Tuple[str, str], ...]:
+    """KEY=VALUE tokens; a token without "=" continues the value before it (partition-by=zipcode,day)."""
+    pairs: List[List[str]] = []
+    for token in tokens:
+        if "=" in token:
+            key, value = token.split("=", 1)
+            pairs.append([key.strip(), value])
+        elif pairs:
+            pairs[-1][1] += "," + token
+        else:
+            raise ValueError(f"--sink {text!r}: write KEY=VALUE after the sink, e.g. zip_counts=kafka:update,"
+                             f"topic=counts")
+    allowed = SINK_SETTINGS[sink]
+    for key, value in pairs:
+        if key not in allowed:
+            keys = ", ".join(allowed) or "none"
+            raise ValueError(f"--sink {text!r}: the {sink} sink has no setting {key!r}; its settings: {keys}")
+        try:
+            allowed[key][1](value)
+        except ValueError as error:
+            raise ValueError(f"--sink {text!r}: {key}={value!r}: {error}") from None
+    if len({key for key, _ in pairs}) < len(pairs):
+        raise ValueError(f"--sink {text!r}: a setting is given twice")
+    return tuple((key, value) for key, value in pairs)
 
 
 class HitstreamOptions(PipelineOptions):
@@ -124,9 +185,12 @@ class HitstreamOptions(PipelineOptions):
             help="sliding window offset from the epoch (default: 2 minutes)")
         # Sinks
         add("--sink", dest="sinks", action="append", default=None,
-            help="QUERY=SINK[:MODE], repeatable; queries: " + ", ".join(QUERIES) + "; sinks: "
-                 + ", ".join(SINK_KINDS) + "; modes: append, update, complete (default: the blog's: "
-                 + " ".join(BLOG_SINKS) + ")")
+            help="QUERY=SINK[:MODE][,KEY=VALUE...], repeatable; queries: " + ", ".join(QUERIES) + "; sinks: "
+                 + ", ".join(SINK_KINDS) + "; modes: append, update, complete; KEY=VALUE: that sink's own "
+                 "setting in place of its job-wide flag (--console-num-rows, --parquet-path, --jdbc-url, "
+                 "--output-topic, ...): " + "; ".join(
+                     f"{sink} {', '.join(keys)}" for sink, keys in SINK_SETTINGS.items() if keys)
+                 + " (default: the blog's: " + " ".join(BLOG_SINKS) + ")")
         add("--console-num-rows", dest="console_num_rows", type=int, default=20,
             help="rows shown per console batch (default: 20)")
         add("--console-truncate", dest="console_truncate", default="true", choices=("true", "false"),

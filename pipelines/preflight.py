@@ -12,6 +12,7 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
 from pipelines.options import HitstreamOptions, Settings, kafka_client_settings
+from pipelines.sinks import SinkSettings
 from transforms.sinks.jdbc import DEFAULT_URL, mask_url, resolve_url
 
 _LOGGER = logging.getLogger(__name__)
@@ -25,10 +26,14 @@ def preflight(hs: HitstreamOptions, settings: Settings) -> None:
                         "Start the local stack with `hitstream up`, or pass --bootstrap-servers.")
     if hs.source == "kafka" and not (hs.subscribe_pattern or hs.assign):
         check_topics(hs)
-    if "jdbc" in kinds or "foreach" in kinds:
-        check_database(hs.jdbc_url)
-    if "parquet" in kinds:
-        check_writable(hs.parquet_path, "--parquet-path")
+    sinks = SinkSettings.from_options(hs)
+    for choice in settings.sinks:
+        own = sinks.for_choice(choice)
+        if choice.sink in ("jdbc", "foreach"):
+            check_database(own.jdbc_url)
+        if choice.sink == "parquet":
+            what = f"the path= of --sink {choice.query}=parquet" if choice.setting("path") else "--parquet-path"
+            check_writable(own.parquet_path_for(choice), what)
     for path, what in ((hs.checkpoint_dir, "--checkpoint-dir"), (hs.dead_letter_path, "--dead-letter-path")):
         if path:
             check_writable(path, what)

@@ -14,7 +14,7 @@ from typing import Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 
 import apache_beam as beam
 
-from pipelines.options import KafkaClientSettings, SinkChoice, kafka_client_settings
+from pipelines.options import SINK_SETTINGS, KafkaClientSettings, SinkChoice, kafka_client_settings
 from runners.jars import java_kafka_expansion_service
 from runners.locality import check_local_runner
 from transforms.kafka_java import WriteToKafkaJava
@@ -61,10 +61,25 @@ class SinkSettings:
                    foreach_writer=hs.foreach_writer, dead_letter_topic=hs.dead_letter_topic,
                    dead_letter_path=hs.dead_letter_path)
 
-    def parquet_path_for(self, query: str) -> str:
-        if query == "hits":
+    def for_choice(self, choice: SinkChoice) -> "SinkSettings":
+        """These settings with the choice's own (`--sink ...,KEY=VALUE`) in place of the job-wide flags."""
+        own = SINK_SETTINGS[choice.sink]
+        values = {}
+        for key, value in choice.settings:
+            field, parse = own[key]
+            if field:
+                values[field] = parse(value)
+        return dataclasses.replace(self, **values)
+
+    def parquet_path_for(self, choice: SinkChoice) -> str:
+        """A Parquet sink's folder: its own `path` as given; else --parquet-path for hits and a sibling folder
+        named after any other query."""
+        own = choice.setting("path")
+        if own:
+            return own
+        if choice.query == "hits":
             return self.parquet_path
-        return os.path.join(os.path.dirname(os.path.abspath(self.parquet_path)), query)
+        return os.path.join(os.path.dirname(os.path.abspath(self.parquet_path)), choice.query)
 
 
 def _foreach(choice: SinkChoice, settings: SinkSettings) -> beam.PTransform:
@@ -96,7 +111,7 @@ def _kafka(choice: SinkChoice, settings: SinkSettings) -> beam.PTransform:
 _FACTORIES: Dict[str, Callable[[SinkChoice, SinkSettings], beam.PTransform]] = {
     "console": lambda c, s: WriteToConsole(c.query, s.console_num_rows, s.console_truncate),
     "memory": lambda c, s: WriteToMemory(c.query, append=c.mode is OutputMode.APPEND),
-    "parquet": lambda c, s: WriteToParquet(s.parquet_path_for(c.query), s.parquet_partition_by, s.checkpoint_dir,
+    "parquet": lambda c, s: WriteToParquet(s.parquet_path_for(c), s.parquet_partition_by, s.checkpoint_dir,
                                            row_type=ROW_TYPES[c.query], name=c.query),
     "jdbc": lambda c, s: WriteToJdbc(s.jdbc_url, s.jdbc_table, query=c.query),
     "kafka": _kafka,
@@ -105,8 +120,8 @@ _FACTORIES: Dict[str, Callable[[SinkChoice, SinkSettings], beam.PTransform]] = {
 
 
 def sink_for(choice: SinkChoice, settings: SinkSettings) -> beam.PTransform:
-    """The sink PTransform for one `--sink` choice."""
-    return _FACTORIES[choice.sink](choice, settings)
+    """The sink PTransform for one `--sink` choice, with its own settings."""
+    return _FACTORIES[choice.sink](choice, settings.for_choice(choice))
 
 
 def check_sink_choices(choices: Iterable[SinkChoice], options) -> None:

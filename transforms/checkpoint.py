@@ -49,10 +49,12 @@ SAVE_INTERVAL_SECONDS = 1.0
 
 
 class QuerySpec(NamedTuple):
-    """What one query counts: its name, the Hit field it groups by, and (size, period, offset) for windows."""
+    """What one query counts: its name, the Hit field it groups by, (size, period, offset) for windows, and whether
+    its windows take late hits (complete mode; its name then says so, e.g. zip_window_counts:complete)."""
     name: str
     key_field: str
     window: Optional[Tuple[float, float, float]] = None
+    keep_late: bool = False
 
 
 class Saved(NamedTuple):
@@ -211,7 +213,7 @@ class CountForCheckpointFn(beam.DoFn):
         self._checkpoint = checkpoint
 
     def setup(self) -> None:
-        self._on_time = {q.name: DropLateFn(q.window) for q in self._checkpoint.queries if q.window}
+        self._on_time = {q.name: DropLateFn(q.window, q.keep_late) for q in self._checkpoint.queries if q.window}
 
     def process(self, batch: HitBatch) -> None:
         key = (self._checkpoint.directory, batch.topic, batch.partition)

@@ -27,17 +27,22 @@ append            AfterWatermark(), DISCARDING,           same
 (windowed only)   allowed_lateness=0: each window once,
                   final, when the watermark passes its
                   end.
-complete          as update (ACCUMULATING totals per      AfterWatermark() per key and window, then
-                  key), then `CompleteTable`: one key,    `CompleteTable` with AfterWatermark(): exactly one
-                  GlobalWindows, AfterWatermark(early=    Snapshot, at the end of input.
+complete          GlobalWindows with the event-time       GlobalWindows, AfterWatermark(), DISCARDING: one
+                  window in the key, AfterWatermark(      pane per key at the end of input; then
+                  early=AfterProcessingTime(i)),          `CompleteTable` with AfterWatermark(): exactly one
+                  DISCARDING (each pane carries what is   Snapshot, at the end of input.
+                  new); then `CompleteTable`: one key,
+                  GlobalWindows, AfterWatermark(early=
                   AfterProcessingTime(i)) DISCARDING,
-                  merged into the whole table held in
+                  summed into the whole table held in
                   `CompleteTableFn` state, which emits a
                   `Snapshot(batch_id, every row)`.
 ================  ======================================  ===================================================
 
-allowed_lateness is 0, except where early firings need a grace period for Prism (`EARLY_TIMER_GRACE_SECONDS`);
-no record can arrive in it, because records behind the watermark are dropped before windowing.
+In update and append mode allowed_lateness is 0, except where early firings need a grace period for Prism
+(`EARLY_TIMER_GRACE_SECONDS`); no record can arrive in it, because records behind the watermark are dropped before
+windowing. Complete mode keeps late records (Spark's complete mode ignores the watermark), and the global window
+is never behind any watermark.
 
 Why these choices:
 
@@ -53,12 +58,17 @@ Why these choices:
   event time", and one `AfterWatermark()` pane per window is Spark's append output. Windowed queries drop
   `late` records before windowing and count them (`hitstream/late_records`), like Spark drops data older than
   the watermark; with allowed_lateness 0, Beam would drop them anyway, silently.
-* **complete.** Beam has no such mode, so it is built, not relabelled: the per-key totals from the aggregation are
+* **complete.** Beam has no such mode, so it is built, not relabelled: the per-key counts from the aggregation are
   regrouped onto a single key and batched by a processing-time trigger (one batch per interval, like a Spark
-  micro-batch), and `CompleteTableFn` keeps the whole result table in state (the highest total seen per key:
-  accumulating totals only grow, so max is order-proof) and emits every row, sorted, with a `batch_id` that grows
-  by one per snapshot. A batch that changes nothing (Beam's unchanged on-time panes) emits no snapshot, as Spark
-  runs no batch without new data. Windowed complete keeps every window forever, as Spark does.
+  micro-batch), and `CompleteTableFn` keeps the whole result table in state and emits every row, sorted, with a
+  `batch_id` that grows by one per snapshot. The aggregation's panes are DISCARDING, so each carries what is new
+  for its key since the last pane and the table adds them up, which is order-proof. A batch that changes nothing
+  (Beam's empty on-time panes) emits no snapshot, as Spark runs no batch without new data. Windowed complete does
+  what Spark does, which groups by the window as a column: each count's event-time windows are assigned as usual
+  and then made part of its key in the global window, so every window stays and late records still count in it.
+  (Beam windows with an unbounded allowed lateness would do the same, but Prism 2.77 panics, "assignment to entry
+  in nil map" in buildEventTimeBundle, when a late-firing window's state is collected at the end of a bounded
+  input.)
 
   The batch cadence comes from a trigger rather than a processing-time timer in the DoFn because a Python DoFn
   cannot read the runner's processing-time clock (there is no `setRelative`): a timer set from `time.time()` never
@@ -71,8 +81,6 @@ What Beam cannot match exactly:
 * Spark fires every key of a batch at one instant; Beam's processing-time triggers are per key and window, so
   update rows of one interval arrive spread over that interval, and a complete snapshot can lag up to two intervals
   (one for the aggregation's early pane, one for the batch).
-* Spark's complete mode ignores the watermark (it keeps and updates old windows with late data). Here late records
-  are dropped from windowed queries in every mode, as SPEC asks.
 * Spark's watermark is the max event time over all partitions minus the delay; Beam's is a minimum over the
   source's splits. The `late` flag is set per partition at the source (see `rows.KafkaRecord`).
 * Spark's default "as fast as possible" trigger (interval 0) has no Beam equivalent; the shortest interval here
@@ -97,7 +105,7 @@ from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 from apache_beam.transforms.window import GlobalWindows, WindowFn
 from apache_beam.utils import windowed_value
 
-from transforms.rows import Snapshot, replaces, result_key
+from transforms.rows import Snapshot, result_key
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -280,6 +288,13 @@ class OutputConfig:
 
     def aggregation_windowing(self, windowfn: WindowFn) -> beam.WindowInto:
         """The WindowInto to put before an aggregation's CombinePerKey (see the mapping table above)."""
+        if self.mode is OutputMode.COMPLETE:
+            if not isinstance(windowfn, GlobalWindows):
+                raise ValueError("complete mode aggregates in the global window; event-time windows are part of "
+                                 "the key there (see the module docstring)")
+            early = AfterProcessingTimeMillis(self.trigger.interval) if self.fires_early else None
+            return beam.WindowInto(windowfn, trigger=beam_trigger.AfterWatermark(early=early),
+                                   accumulation_mode=beam_trigger.AccumulationMode.DISCARDING, allowed_lateness=0)
         if self.fires_early:
             early = AfterProcessingTimeMillis(self.trigger.interval)
             if isinstance(windowfn, GlobalWindows):
@@ -371,17 +386,21 @@ def _sort_key(row: tuple) -> tuple:
     return tuple((value is not None, value) for value in row[:-1])
 
 
-class LatestRowsCombineFn(beam.CombineFn):
-    """Rows -> {row key: row with the highest count}: the changes of one complete-mode batch."""
+def _plus(row: tuple, seen: Optional[tuple]) -> tuple:
+    """Result `row` (its count: what is new for its key) added to `seen`, the row held for the same key."""
+    return row if seen is None else row._replace(count=seen.count + row.count)
+
+
+class RowDeltasCombineFn(beam.CombineFn):
+    """Rows of DISCARDING panes -> {row key: row with their counts summed}: the changes of one complete-mode
+    batch."""
 
     def create_accumulator(self) -> Dict[tuple, tuple]:
         return {}
 
     def add_input(self, accumulator: Dict[tuple, tuple], row: tuple) -> Dict[tuple, tuple]:
         key = result_key(row)
-        seen = accumulator.get(key)
-        if replaces(row, seen):
-            accumulator[key] = row
+        accumulator[key] = _plus(row, accumulator.get(key))
         return accumulator
 
     def merge_accumulators(self, accumulators) -> Dict[tuple, tuple]:
@@ -389,9 +408,7 @@ class LatestRowsCombineFn(beam.CombineFn):
         merged = next(accumulators, None) or {}
         for accumulator in accumulators:
             for key, row in accumulator.items():
-                seen = merged.get(key)
-                if replaces(row, seen):
-                    merged[key] = row
+                merged[key] = _plus(row, merged.get(key))
         return merged
 
     def extract_output(self, accumulator: Dict[tuple, tuple]) -> Dict[tuple, tuple]:
@@ -401,9 +418,9 @@ class LatestRowsCombineFn(beam.CombineFn):
 class CompleteTableFn(beam.DoFn):
     """(table key, {row key: row}) batches -> Snapshot(batch_id, every row of the table so far, sorted).
 
-    Runs on a single key in the global window, so the whole result table is one state cell. A row is replaced only
-    by one with a higher count (accumulating totals only grow), which makes the table independent of the order in
-    which batches' rows arrive. A batch that changes nothing emits nothing.
+    Runs on a single key in the global window, so the whole result table is one state cell. A batch's rows carry
+    what is new for their key (see `RowDeltasCombineFn`) and are added to the table, which makes it independent of
+    the order in which batches arrive. A batch that changes nothing emits nothing.
     """
     TABLE = ReadModifyWriteStateSpec("table", PickleCoder())
     NEXT_BATCH_ID = ReadModifyWriteStateSpec("next_batch_id", VarIntCoder())
@@ -416,9 +433,8 @@ class CompleteTableFn(beam.DoFn):
         table: Dict[tuple, tuple] = table_state.read() or {}
         changed = False
         for key, row in changes.items():
-            seen = table.get(key)
-            if replaces(row, seen):
-                table[key] = row
+            if row.count:
+                table[key] = _plus(row, table.get(key))
                 changed = True
         if not changed:
             return
@@ -429,7 +445,7 @@ class CompleteTableFn(beam.DoFn):
 
 
 class CompleteTable(beam.PTransform):
-    """Result rows (ZipCount, IspCount, WindowCount: ACCUMULATING totals, any windows) -> PCollection[Snapshot].
+    """Result rows (ZipCount, IspCount, WindowCount of DISCARDING panes, any windows) -> PCollection[Snapshot].
 
     `trigger` sets the batch cadence: one batch per processing-time interval, or one at the end of input.
     """
@@ -450,5 +466,5 @@ class CompleteTable(beam.PTransform):
             | "BatchWindow" >> beam.WindowInto(
                 GlobalWindows(), trigger=self._batching,
                 accumulation_mode=beam_trigger.AccumulationMode.DISCARDING, allowed_lateness=0)
-            | "LatestRowsPerBatch" >> beam.CombinePerKey(LatestRowsCombineFn())
+            | "RowDeltasPerBatch" >> beam.CombinePerKey(RowDeltasCombineFn())
             | "Table" >> beam.ParDo(CompleteTableFn()).with_output_types(Snapshot))

@@ -12,8 +12,9 @@ and state is decided in `output_modes.py`; this module only keys, windows and co
 
 Counting is `CombinePerKey(CountCombineFn())`, so runners lift it into a partial count before the shuffle.
 
-Windowed queries drop hits flagged `late` (behind their partition's watermark at the source) before windowing and
-count them in `hitstream/late_records`; the running totals keep them, as Spark's non-windowed aggregations do.
+Windowed queries in append and update mode drop hits flagged `late` (behind their partition's watermark at the
+source) before windowing and count them in `hitstream/late_records`; the running totals keep them, as Spark's
+non-windowed aggregations do, and so does complete mode, where Spark ignores the watermark and keeps every window.
 They also drop, and count in `hitstream/unwindowable_records`, a valid hit whose windows would fall outside the
 years 1..9999 that WindowCount's datetime bounds can hold.
 """
@@ -51,6 +52,7 @@ DEFAULT_WINDOW_OFFSET = 120
 
 class DropLateFn(beam.DoFn):
     """Hit -> the same Hit unless it was flagged late at the source; late ones only increment `late_records`.
+    With `keep_late` (complete mode, which ignores the watermark as Spark's does) late hits are kept too.
 
     With `window` (size, period, offset in seconds) set, it also drops (and counts in `unwindowable_records`) the
     rare valid hit whose windows would start before year 1 or end after year 9999: WindowCount bounds are
@@ -59,7 +61,8 @@ class DropLateFn(beam.DoFn):
     that the kept ones belong to.
     """
 
-    def __init__(self, window: Optional[Tuple[float, float, float]] = None) -> None:
+    def __init__(self, window: Optional[Tuple[float, float, float]] = None, keep_late: bool = False) -> None:
+        self._keep_late = keep_late
         self._telemetry = telemetry.WindowTelemetry()
         self._window_us = window_micros(window) if window else None
         margin = datetime.timedelta(seconds=window[0] if window else 0)
@@ -71,10 +74,10 @@ class DropLateFn(beam.DoFn):
 
     def keep(self, hits: Sequence[Hit]) -> List[Hit]:
         """The hits that process() keeps, with one metric update per batch rather than per late hit."""
-        earliest, latest = self._earliest, self._latest
+        earliest, latest, keep_late = self._earliest, self._latest, self._keep_late
         kept, late = [], 0
         for hit in hits:
-            if hit.late:
+            if hit.late and not keep_late:
                 late += 1
             elif earliest <= hit.hittime <= latest:
                 kept.append(hit)
@@ -99,7 +102,7 @@ class DropLateFn(beam.DoFn):
 
     def on_time(self, hit: Hit) -> bool:
         """What process() keeps, without counting: for the aggregation checkpoint's copy of the counts."""
-        return not hit.late and self.windowable(hit)
+        return (self._keep_late or not hit.late) and self.windowable(hit)
 
 
 def window_micros(window: Tuple[float, float, float]) -> Tuple[int, int, int]:
@@ -115,16 +118,20 @@ def window_slots(hits: int, micros: int, window_us: Tuple[int, int, int]) -> int
 
 
 class CountFinalWindowsFn(beam.DoFn):
-    """(key, total) in a window -> the same; adds the totals of on-time panes, each window's final count, to
-    `window_slots_final`. An accumulating on-time pane carries the window's whole count, and so does the single
-    pane of append mode. Nothing reaches a window after its on-time pane: late hits are dropped before windowing."""
+    """(key, total) in a window -> the same; adds what the windows finally hold to `window_slots_final`.
 
-    def __init__(self) -> None:
+    In update and append mode that is the total of each on-time pane: an accumulating on-time pane carries the
+    window's whole count, and so does the single pane of append mode, and nothing reaches a window after it (late
+    hits are dropped before windowing). In complete mode (`every_pane`) panes carry what is new since the last one
+    (DISCARDING), late ones included, so every pane counts."""
+
+    def __init__(self, every_pane: bool = False) -> None:
+        self._every_pane = every_pane
         self._telemetry = telemetry.WindowTelemetry()
 
     def process(self, total: Tuple[Any, int],
                 pane: windowed_value.PaneInfo = beam.DoFn.PaneInfoParam) -> Iterator[Tuple[Any, int]]:
-        if pane.timing == windowed_value.PaneInfoTiming.ON_TIME:
+        if self._every_pane or pane.timing == windowed_value.PaneInfoTiming.ON_TIME:
             self._telemetry.final_windows(total[1])
         yield total
 
@@ -192,16 +199,31 @@ def _to_isp_count(total: Tuple[Optional[str], int]) -> IspCount:
     return IspCount(total[0], total[1])
 
 
+class WindowIntoKeyFn(beam.DoFn):
+    """(key, n) in a sliding window -> ((window start, window end in micros, key), n): complete mode groups by the
+    window as Spark does, as a column, in the global window (see output_modes)."""
+
+    def process(self, partial: Tuple[Any, int],
+                window: IntervalWindow = beam.DoFn.WindowParam) -> Iterator[Tuple[tuple, int]]:
+        yield (window.start.micros, window.end.micros, partial[0]), partial[1]
+
+
+def _micros_utc(micros: int) -> datetime.datetime:
+    return Timestamp(micros=micros).to_utc_datetime(has_tz=True).astimezone(datetime.timezone.utc)
+
+
+def _keyed_window_to_count(total: Tuple[tuple, int]) -> WindowCount:
+    (start, end, zipcode), n = total
+    return WindowCount(_micros_utc(start), _micros_utc(end), zipcode, n)
+
+
 class ToWindowCountFn(beam.DoFn):
     """(zipcode, count) in an IntervalWindow -> WindowCount with UTC-aware window bounds."""
 
     def process(
             self, total: Tuple[str, int],
             window: IntervalWindow = beam.DoFn.WindowParam) -> Iterator[WindowCount]:
-        yield WindowCount(
-            window.start.to_utc_datetime(has_tz=True).astimezone(datetime.timezone.utc),
-            window.end.to_utc_datetime(has_tz=True).astimezone(datetime.timezone.utc),
-            total[0], total[1])
+        yield WindowCount(_micros_utc(window.start.micros), _micros_utc(window.end.micros), total[0], total[1])
 
 
 class PreAggregateFn(beam.DoFn):
@@ -211,13 +233,14 @@ class PreAggregateFn(beam.DoFn):
     as DropLateFn does, then count per (key, slide bucket): when the size is a multiple of the period, every hit of
     one period-aligned bucket belongs to the same sliding windows, so one partial count per bucket is exact. The
     partial is stamped with the earliest hittime in it, which lies in the bucket and, being on time, is never
-    behind the source's watermark.
+    behind the source's watermark (in complete mode, which keeps late hits, a late one's partial may be).
     """
 
-    def __init__(self, key_field: str, window: Optional[Tuple[float, float, float]] = None) -> None:
+    def __init__(self, key_field: str, window: Optional[Tuple[float, float, float]] = None,
+                 keep_late: bool = False) -> None:
         self._key_field = key_field
         self._window = window
-        self._drop_late = DropLateFn(window)
+        self._drop_late = DropLateFn(window, keep_late)
 
     def process(self, batch: HitBatch, timestamp=beam.DoFn.TimestampParam) -> Iterator[Any]:
         if self._window is None:
@@ -302,17 +325,24 @@ class _CountQuery(beam.PTransform):
     def window_params(self) -> Optional[Tuple[float, float, float]]:
         return None
 
+    @property
+    def keeps_late(self) -> bool:
+        """Complete mode ignores the watermark, as Spark's does: late hits stay in their windows."""
+        return self._output.mode is OutputMode.COMPLETE
+
     def _to_rows(self) -> beam.PTransform:
         raise NotImplementedError
 
     def expand(self, hits: beam.PCollection) -> beam.PCollection:
         if self._batched:
-            keyed = hits | "PreAggregate" >> beam.ParDo(PreAggregateFn(self.KEY_FIELD, self.window_params()))
+            keyed = hits | "PreAggregate" >> beam.ParDo(
+                PreAggregateFn(self.KEY_FIELD, self.window_params(), self.keeps_late))
             count = sum  # of partial counts
         else:
             if self.KIND is QueryKind.WINDOWED_AGGREGATION:
                 # Before windowing: a late hit must not reach a window, and must be counted where it is dropped.
-                hits = hits | "DropLate" >> beam.ParDo(DropLateFn(self.window_params())).with_output_types(Hit)
+                hits = hits | "DropLate" >> beam.ParDo(
+                    DropLateFn(self.window_params(), self.keeps_late)).with_output_types(Hit)
             key_label, key_step = self._key()
             keyed = hits | key_label >> key_step
             count = beam.combiners.CountCombineFn()
@@ -322,12 +352,17 @@ class _CountQuery(beam.PTransform):
             seed = (hits.pipeline | "Seed" >> beam.Create(self._seed)
                     | "StampSeed" >> beam.ParDo(StampSeedFn(self.window_params())))
             keyed = (keyed, seed) | "WithSeed" >> beam.Flatten()
+        window_fn = self._window_fn()
+        if self.KIND is QueryKind.WINDOWED_AGGREGATION and self.keeps_late:
+            keyed = (keyed | "AssignWindows" >> beam.WindowInto(window_fn)
+                     | "WindowIntoKey" >> beam.ParDo(WindowIntoKeyFn()))
+            window_fn = GlobalWindows()
         totals = (
             keyed
-            | "Window" >> self._output.aggregation_windowing(self._window_fn())
+            | "Window" >> self._output.aggregation_windowing(window_fn)
             | "Count" >> beam.CombinePerKey(count))
         if self.KIND is QueryKind.WINDOWED_AGGREGATION:
-            totals = totals | "CountFinalWindows" >> beam.ParDo(CountFinalWindowsFn())
+            totals = totals | "CountFinalWindows" >> beam.ParDo(CountFinalWindowsFn(every_pane=self.keeps_late))
         if self._output.filters_unchanged:
             totals = totals | "EmitChanged" >> EmitChanged()
         rows = totals | "ToRows" >> self._to_rows()
@@ -403,4 +438,6 @@ class ZipWindowCounts(_CountQuery):
         return self.size, self.period, self.offset
 
     def _to_rows(self) -> beam.PTransform:
+        if self.keeps_late:  # the window is in the key (see WindowIntoKeyFn)
+            return beam.Map(_keyed_window_to_count).with_output_types(WindowCount)
         return beam.ParDo(ToWindowCountFn()).with_output_types(WindowCount)

@@ -141,8 +141,11 @@ def test_a_producer_pause_does_not_make_later_hits_late(kafka_bootstrap, topic_f
     assert windows == windows_ref
 
 
-def test_hits_older_than_the_watermark_are_late_and_counted(kafka_bootstrap, topic_factory, tmp_path, capsys):
-    topic = topic_factory(partitions=4, prefix="truly-late")
+@pytest.mark.parametrize("mode", ["update", "complete"])
+def test_hits_older_than_the_watermark_are_late_and_counted(kafka_bootstrap, topic_factory, tmp_path, capsys, mode):
+    """Update mode drops them from the windows and counts them as late; complete mode keeps them in their windows,
+    as Spark's complete mode, which ignores the watermark, does."""
+    topic = topic_factory(partitions=4, prefix=f"truly-late-{mode}")
     on_time = _hits(4_000, NIGHT_MS, 1800.0, range(4), seed=4)  # two hours
     highest_ms = max(ms for _, ms, _ in on_time)
     # Older than every partition's watermark (its highest event time minus the delay, at least the job's minus the
@@ -151,18 +154,22 @@ def test_hits_older_than_the_watermark_are_late_and_counted(kafka_bootstrap, top
     old = [(p, highest_ms - rng.randrange(20 * 60_000, 30 * 60_000), rng.choice(ZIPCODES)) for p in range(4)
            for _ in range(50)]
     hits = on_time + old
-    late_indexes = frozenset(range(len(on_time), len(hits)))
+    late_indexes = frozenset(range(len(on_time), len(hits))) if mode == "update" else frozenset()
     windows_ref, totals_ref = _reference(hits, late_indexes)
-    with _streaming_job(topic, kafka_bootstrap, tmp_path) as (result, db_url):
+    with _streaming_job(topic, kafka_bootstrap, tmp_path, mode=mode) as (result, db_url):
         _send(kafka_bootstrap, topic, on_time)
         wait_until(lambda: dict(table_rows(db_url, "zip_test")) == _reference(on_time)[1], 60)
         _send(kafka_bootstrap, topic, old)
-        wait_until(lambda: dict(table_rows(db_url, "zip_test")) == totals_ref and _late_records(result) >= len(old),
-                   60)
+        if mode == "update":
+            wait_until(lambda: dict(table_rows(db_url, "zip_test")) == totals_ref and
+                       _late_records(result) >= len(old), 60)
+        else:
+            wait_until(lambda: dict(table_rows(db_url, "zip_test")) == totals_ref and
+                       window_rows(db_url) == windows_ref, 60)
         time.sleep(3)
         windows, totals, late = window_rows(db_url), dict(table_rows(db_url, "zip_test")), _late_records(result)
-    print_figures(capsys, "hits older than the watermark", 1, len(hits), *count_diff(windows, windows_ref),
-                  late_reference=len(old), late_metric=late)
-    assert late == len(old)
+    print_figures(capsys, f"hits older than the watermark, {mode}", 1, len(hits), *count_diff(windows, windows_ref),
+                  behind_watermark=len(old), late_metric=late)
+    assert late == len(late_indexes)
     assert totals == totals_ref, "running totals keep the late hits"
-    assert windows == windows_ref, "the windows hold the on-time hits only"
+    assert windows == windows_ref, "update: the on-time hits only; complete: every hit"

@@ -14,8 +14,9 @@ from apache_beam.transforms.window import GlobalWindows, SlidingWindows, Timesta
 from apache_beam.utils.windowed_value import PaneInfo, PaneInfoTiming
 
 from transforms.output_modes import (
-    EARLY_TIMER_GRACE_SECONDS, AfterProcessingTimeMillis, CompleteTable, CompleteTableFn, EmitChangedFn, LatestRowsCombineFn, OutputConfig,
-    OutputMode, QueryKind, Trigger, UnsupportedOperationError, parse_duration)
+    EARLY_TIMER_GRACE_SECONDS, AfterProcessingTimeMillis, CompleteTable, CompleteTableFn,
+    EmitChangedFn, OutputConfig, OutputMode, QueryKind, RowDeltasCombineFn, Trigger, UnsupportedOperationError,
+    parse_duration)
 from transforms.rows import IspCount, Snapshot, WindowCount, ZipCount
 
 pytestmark = pytest.mark.timeout(180)
@@ -142,8 +143,8 @@ def _windowing(config: OutputConfig, windowfn=None):
     return config.aggregation_windowing(windowfn or GlobalWindows()).windowing
 
 
-@pytest.mark.parametrize("mode", ["update", "complete"])
-def test_processing_time_update_and_complete_fire_early_and_accumulate(mode):
+def test_processing_time_update_fires_early_and_accumulates():
+    mode = "update"
     windowing = _windowing(OutputConfig(mode, "processing-time=5s"), SlidingWindows(600, 300, 120))
     # AfterProcessingTime has no __eq__; its repr names the delay.
     # A late trigger and a grace period only for Prism's sake (EARLY_TIMER_GRACE_SECONDS): no late record reaches it.
@@ -157,9 +158,22 @@ def test_processing_time_update_and_complete_fire_early_and_accumulate(mode):
     assert globally.allowed_lateness == 0
 
 
+@pytest.mark.parametrize("trigger", ["processing-time=5s", "available-now"])
+def test_complete_discards_in_the_global_window(trigger):
+    # Each pane carries what is new (the table adds them up); the global window is never behind the watermark, so
+    # late records count, as in Spark's complete mode. Event-time windows are part of the key there.
+    windowing = _windowing(OutputConfig("complete", trigger, 60), GlobalWindows())
+    early = beam_trigger.AfterProcessingTime(5) if trigger != "available-now" else None
+    assert repr(windowing.triggerfn) == repr(beam_trigger.AfterWatermark(early=early))
+    assert windowing.accumulation_mode == beam_trigger.AccumulationMode.DISCARDING
+    assert windowing.allowed_lateness == 0
+    with pytest.raises(ValueError, match="the global window"):
+        _windowing(OutputConfig("complete", trigger, 60), SlidingWindows(600, 300, 120))
+
+
 @pytest.mark.parametrize("config", [
     OutputConfig("append", "processing-time=5s", 60), OutputConfig("append", "available-now", 60),
-    OutputConfig("update", "available-now"), OutputConfig("complete", "available-now"),
+    OutputConfig("update", "available-now"),
 ])
 def test_final_only_modes_fire_once_at_the_watermark(config):
     windowing = _windowing(config)
@@ -202,26 +216,26 @@ def test_emit_changed_drops_stale_panes_delivered_after_newer_ones():
 
 # --- CompleteTable -----------------------------------------------------------------------------------------------
 
-def test_latest_rows_combine_keeps_highest_count_in_any_order():
-    fn = LatestRowsCombineFn()
+def test_row_deltas_combine_sums_counts_in_any_order():
+    fn = RowDeltasCombineFn()
     rows = [ZipCount("a", 1), ZipCount("b", 1), ZipCount("a", 3), ZipCount("a", 2)]
     forward = fn.extract_output(
         fn.merge_accumulators([fn.add_input(fn.create_accumulator(), r) for r in rows]))
     backward = fn.create_accumulator()
     for row in reversed(rows):
         backward = fn.add_input(backward, row)
-    assert forward == backward == {("a",): ZipCount("a", 3), ("b",): ZipCount("b", 1)}
+    assert forward == backward == {("a",): ZipCount("a", 6), ("b",): ZipCount("b", 1)}
 
 
 def test_complete_table_fn_emits_whole_sorted_table_with_growing_batch_ids():
     fn, table, batch = CompleteTableFn(), FakeState(), FakeState()
     first = list(fn.process((None, {("b",): ZipCount("b", 1), ("a",): ZipCount("a", 1)}), table, batch))
     assert first == [Snapshot(0, (ZipCount("a", 1), ZipCount("b", 1)))]
-    # Only "a" changed; "b" stops changing but stays in the table.
-    second = list(fn.process((None, {("a",): ZipCount("a", 4)}), table, batch))
+    # Only "a" changed (3 new hits); "b" stops changing but stays in the table.
+    second = list(fn.process((None, {("a",): ZipCount("a", 3)}), table, batch))
     assert second == [Snapshot(1, (ZipCount("a", 4), ZipCount("b", 1)))]
-    # A repeated or stale total changes nothing: no batch, as Spark runs none without new data.
-    assert list(fn.process((None, {("a",): ZipCount("a", 3), ("b",): ZipCount("b", 1)}), table, batch)) == []
+    # Empty panes (Beam's on-time pane after early ones) change nothing: no batch, as Spark runs none without new data.
+    assert list(fn.process((None, {("a",): ZipCount("a", 0), ("b",): ZipCount("b", 0)}), table, batch)) == []
     third = list(fn.process((None, {("c",): ZipCount("c", 1)}), table, batch))
     assert third == [Snapshot(2, (ZipCount("a", 4), ZipCount("b", 1), ZipCount("c", 1)))]
 
@@ -239,16 +253,16 @@ def test_complete_table_sorts_null_keys_first_and_windows_by_start():
 
 
 def test_complete_table_on_test_stream_batches_per_interval_and_keeps_unchanged_keys():
-    # Rows as an ACCUMULATING aggregation would emit them. The batch trigger fires 5 s (processing time) after the
-    # first row of a batch, so each advance of 6 s closes one batch; the end of input closes the last one.
+    # Rows as a DISCARDING aggregation emits them (what is new per key). The batch trigger fires 5 s (processing
+    # time) after the first row of a batch, so each advance of 6 s closes one batch; the end of input closes the last.
     stream = (
         TestStream()
         .advance_watermark_to(0)
         .add_elements([TimestampedValue(ZipCount("a", 1), 1), TimestampedValue(ZipCount("b", 1), 1)])
         .advance_processing_time(6)  # batch 0: a=1, b=1
-        .add_elements([TimestampedValue(ZipCount("a", 2), 2)])
+        .add_elements([TimestampedValue(ZipCount("a", 1), 2)])
         .advance_processing_time(6)  # batch 1: a=2, b unchanged but present
-        .add_elements([TimestampedValue(ZipCount("a", 2), 3)])  # a repeated total: no batch
+        .add_elements([TimestampedValue(ZipCount("a", 0), 3)])  # an empty pane: no batch
         .advance_processing_time(6)
         .add_elements([TimestampedValue(ZipCount("c", 1), 4)])
         .advance_watermark_to_infinity())  # end of input: batch 2 with c
@@ -267,7 +281,7 @@ def test_complete_table_available_now_emits_one_snapshot_at_end_of_input():
         .advance_watermark_to(0)
         .add_elements([TimestampedValue(ZipCount("a", 1), 1), TimestampedValue(ZipCount("b", 1), 1)])
         .advance_processing_time(60)  # no processing-time batches in available-now
-        .add_elements([TimestampedValue(ZipCount("a", 2), 2)])
+        .add_elements([TimestampedValue(ZipCount("a", 1), 2)])
         .advance_processing_time(60)
         .advance_watermark_to_infinity())
     with TestPipeline(options=streaming_options()) as p:

@@ -3,6 +3,7 @@ the graph is built, and each choice's output mode and the Kafka client settings 
 from __future__ import annotations
 
 import datetime
+import re
 
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
@@ -73,3 +74,44 @@ def test_memory_keeps_the_first_row_in_append_mode_and_the_newest_in_update_mode
     writer.write_rows([row._replace(count=5)], 1)  # append mode: a window is final once written
     assert memory_sql("SELECT count FROM zip_window_counts") == [(kept,)]
     STORE.drop("zip_window_counts")
+
+
+# --- settings per sink (`--sink QUERY=SINK[:MODE],KEY=VALUE...`) ---------------------------------------------------
+
+def test_a_sinks_own_settings_replace_the_job_wide_flags_for_it_alone(tmp_path):
+    options = _options("--output-topic=everyone", "--jdbc-url=sqlite:///a.db", "--console-num-rows=5")
+    sinks = SinkSettings.from_options(options)
+    kafka = SinkChoice.parse("zip_window_counts=kafka:update,topic=windows,value-format=text")
+    assert kafka.settings == (("topic", "windows"), ("value-format", "text"))
+    own = sinks.for_choice(kafka)
+    assert (own.output_topic, own.kafka_value_format) == ("windows", "text")
+    assert (sinks.output_topic, sinks.kafka_value_format) == ("everyone", "json"), "the job-wide ones are unchanged"
+    assert sinks.for_choice(SinkChoice.parse("zip_counts=kafka")).output_topic == "everyone"
+    jdbc = sinks.for_choice(SinkChoice.parse("zip_counts=jdbc:complete,url=sqlite:///b.db,table=totals"))
+    assert (jdbc.jdbc_url, jdbc.jdbc_table) == ("sqlite:///b.db", "totals")
+    console = sinks.for_choice(SinkChoice.parse("zip_counts=console,num-rows=50,truncate=false"))
+    assert (console.console_num_rows, console.console_truncate) == (50, False)
+
+
+def test_a_value_without_a_key_continues_the_one_before():
+    choice = SinkChoice.parse("hits=parquet:append,path=/data/h,partition-by=zipcode,day")
+    assert choice.settings == (("path", "/data/h"), ("partition-by", "zipcode,day"))
+    settings = SinkSettings.from_options(_options("--parquet-path=/elsewhere/hits"))
+    assert settings.for_choice(choice).parquet_partition_by == "zipcode,day"
+    assert settings.parquet_path_for(choice) == "/data/h"
+    assert settings.parquet_path_for(SinkChoice.parse("zip_window_counts=parquet,path=w")) == "w", "used as given"
+    assert settings.parquet_path_for(SinkChoice.parse("zip_window_counts=parquet")) == "/elsewhere/zip_window_counts"
+
+
+@pytest.mark.parametrize("text, message", [
+    ("zip_counts=kafka:update,table=x", "the kafka sink has no setting 'table'; its settings: topic, value-format, io"),
+    ("zip_counts=memory:complete,path=x", "the memory sink has no setting 'path'; its settings: none"),
+    ("zip_counts=console,num-rows=many", "num-rows='many'"),
+    ("zip_counts=console,truncate=yes", "write true or false"),
+    ("zip_counts=kafka,value-format=avro", "choose from json, text"),
+    ("zip_counts=kafka,topic=a,topic=b", "given twice"),
+    ("zip_counts=kafka,counts", "write KEY=VALUE after the sink"),
+])
+def test_a_setting_the_sink_does_not_have_is_refused_with_its_settings(text, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        SinkChoice.parse(text)

@@ -32,6 +32,10 @@ def test_unwritable_parquet_path():
     message = _fails_with(["--source=directory", "--source-path=/tmp", "--sink=hits=parquet",
                            "--parquet-path=/proc/hitstream-cannot-write"])
     assert "--parquet-path /proc/hitstream-cannot-write is not writable" in message
+    # A sink's own path is checked, not the job-wide one.
+    message = _fails_with(["--source=directory", "--source-path=/tmp", "--parquet-path=/tmp/hitstream-fine",
+                           "--sink=hits=parquet,path=/proc/hitstream-cannot-write"])
+    assert "the path= of --sink hits=parquet /proc/hitstream-cannot-write is not writable" in message
 
 
 def test_mode_the_query_forbids(capsys):

@@ -228,28 +228,34 @@ def test_zip_window_counts_update_fires_early_and_skips_unchanged_windows():
     assert run_and_count_late(p) == 1
 
 
-def test_zip_window_counts_complete_keeps_closed_windows_in_every_snapshot():
+def test_zip_window_counts_complete_keeps_closed_windows_and_late_hits_in_every_snapshot():
+    # Spark's complete mode ignores the watermark: a late hit still counts in its windows, closed ones included.
     stream = (
         TestStream()
         .advance_watermark_to(ts("12:00"))
-        .add_elements(stamped(
-            hit("a", "12:03"),  # [11:57, 12:07) and [12:02, 12:12)
-            hit("a", "12:04", late=True)))  # flagged late at the source: dropped and counted
+        .add_elements(stamped(hit("a", "12:03")))  # [11:57, 12:07) and [12:02, 12:12)
         .advance_processing_time(6)
         .advance_processing_time(6)  # snapshot 0
         .advance_watermark_to(ts("12:08"))  # closes [11:57, 12:07): its a=1 is unchanged, no new snapshot
-        .add_elements(stamped(hit("b", "12:10")))  # [12:02, 12:12) and [12:07, 12:17)
+        .add_elements(stamped(hit("b", "12:10"),  # [12:02, 12:12) and [12:07, 12:17)
+                              hit("a", "12:04", late=True)))  # behind the watermark, into a closed window
         .advance_processing_time(6)
-        .advance_processing_time(6)  # snapshot 1: the closed window is still in the table
+        .advance_processing_time(6)  # snapshot 1: the closed window is still in the table, with the late hit
         .advance_watermark_to_infinity())
     p = streaming_pipeline()
     snapshots = p | stream | ZipWindowCounts(output=OutputConfig("complete", "processing-time=5s", "0s"))
-    assert_that(snapshots, equal_to([
-        Snapshot(0, (wc("11:57", "12:07", "a", 1), wc("12:02", "12:12", "a", 1))),
-        Snapshot(1, (wc("11:57", "12:07", "a", 1), wc("12:02", "12:12", "a", 1), wc("12:02", "12:12", "b", 1),
-                     wc("12:07", "12:17", "b", 1))),
-    ]))
-    assert run_and_count_late(p) == 1
+    first = (wc("11:57", "12:07", "a", 1), wc("12:02", "12:12", "a", 1))
+    last = (wc("11:57", "12:07", "a", 2), wc("12:02", "12:12", "a", 2), wc("12:02", "12:12", "b", 1),
+            wc("12:07", "12:17", "b", 1))
+
+    def first_and_last(snapshots):
+        # The late pane fires at once (AfterCount(1)), so it may make a batch of its own before the early panes.
+        ordered = sorted(snapshots)
+        assert ordered[0] == Snapshot(0, first) and ordered[-1].rows == last, ordered
+        assert [s.batch_id for s in ordered] == list(range(len(ordered)))
+
+    assert_that(snapshots, first_and_last)
+    assert run_and_count_late(p) == 0
 
 
 def test_zip_window_counts_windows_are_configurable():
@@ -319,7 +325,7 @@ def test_step_labels_are_stable():
         "ZipWindowCounts/Count", "ZipWindowCounts/EmitChanged", "ZipWindowCounts/ToRows",
         "ZipCounts/KeyByZipcode", "ZipCounts/Window", "ZipCounts/Count", "ZipCounts/ToRows",
         "ZipCounts/CompleteTable", "ZipCounts/CompleteTable/BatchWindow",
-        "ZipCounts/CompleteTable/LatestRowsPerBatch", "ZipCounts/CompleteTable/Table",
+        "ZipCounts/CompleteTable/RowDeltasPerBatch", "ZipCounts/CompleteTable/Table",
     } <= labels
 
 
@@ -342,7 +348,7 @@ def test_queries_available_now_on_prism():
     hits = [hit("a", "12:02:00.000"),  # [11:57, 12:07) and [12:02, 12:12)
             hit("b", "12:06:59.999"),  # [11:57, 12:07) and [12:02, 12:12)
             hit("a", "12:12:00.000"),  # [12:07, 12:17) and [12:12, 12:22)
-            hit("a", "12:04", late=True)]  # in zip_counts only
+            hit("a", "12:04", late=True)]  # in zip_counts, and in complete mode's windows (Spark's complete mode)
     p = beam.Pipeline(options=prism_options())
     source = (p | beam.Create(hits)
               | "Stamp" >> beam.Map(lambda h: TimestampedValue(h, Timestamp(micros=to_micros(h.hittime)))))
@@ -356,12 +362,14 @@ def test_queries_available_now_on_prism():
     expected_windows = [wc("11:57", "12:07", "a", 1), wc("11:57", "12:07", "b", 1), wc("12:02", "12:12", "a", 1),
                         wc("12:02", "12:12", "b", 1), wc("12:07", "12:17", "a", 1), wc("12:12", "12:22", "a", 1)]
     assert_that(appended, equal_to(expected_windows), label="CheckWindowAppend")
-    assert_that(window_snapshots, equal_to([Snapshot(0, tuple(expected_windows))]), label="CheckWindowComplete")
+    with_late = [w._replace(count=2) if w.zipcode == "a" and w.window_start.minute in (57, 2) else w
+                 for w in expected_windows]
+    assert_that(window_snapshots, equal_to([Snapshot(0, tuple(with_late))]), label="CheckWindowComplete")
     result = p.run()
     result.wait_until_finish()
     late = result.metrics().query(MetricsFilter().with_name("late_records"))["counters"]
-    # Two windowed queries each drop (and count) the one late hit.
-    assert sum(c.committed for c in late) == 2
+    # Append drops (and counts) the one late hit; complete keeps it.
+    assert sum(c.committed for c in late) == 1
 
 
 def test_pre_aggregated_fast_path_counts_equal_per_hit_counts():
@@ -380,6 +388,12 @@ def test_pre_aggregated_fast_path_counts_equal_per_hit_counts():
         assert_that(batches | ZipWindowCounts(output=output, batched=True), equal_to(expected))
         assert_that(batches | "Zip" >> ZipCounts(OutputConfig("update", "available-now"), batched=True),
                     equal_to([ZipCount("94107", 4), ZipCount("10001", 2)]), label="ZipTotals")
+        # Complete mode keeps the late 12:03 hit in [11:57, 12:07) and [12:02, 12:12).
+        complete = batches | "Complete" >> ZipWindowCounts(output=OutputConfig("complete", "available-now"),
+                                                           batched=True)
+        with_late = [w._replace(count=w.count + 1) if w.zipcode == "94107" and w.window_start.minute in (57, 2)
+                     else w for w in expected]
+        assert_that(complete, equal_to([Snapshot(0, tuple(sorted(with_late)))]), label="CompleteKeepsLate")
 
 
 
