@@ -118,7 +118,10 @@ def _aggregate_checkpoint(hs: HitstreamOptions, settings: Settings) -> Optional[
         query = _query(choice.query, choice.mode, settings, batched=True)
         window = query.window_params()
         specs.append(QuerySpec(name, query.KEY_FIELD, window, keep_late=bool(window) and query.keeps_late))
-    return AggregateCheckpoint(os.path.abspath(hs.checkpoint_dir), tuple(specs))
+    checkpoint = AggregateCheckpoint(os.path.abspath(hs.checkpoint_dir), tuple(specs))
+    for _ in checkpoint.saved():
+        pass  # a broken or foreign file is refused here, before the job starts, not by the read inside it
+    return checkpoint
 
 
 def build_pipeline(p: beam.Pipeline, options: PipelineOptions, records: Optional[beam.PCollection] = None

@@ -34,7 +34,7 @@ import logging
 import os
 import threading
 import time
-from typing import Callable, Dict, Iterable, List, NamedTuple, Optional, Tuple
+from typing import Callable, Dict, Iterable, Iterator, List, NamedTuple, Optional, Tuple
 
 import apache_beam as beam
 import orjson
@@ -74,13 +74,25 @@ class AggregateCheckpoint:
         return os.path.join(self.directory, "aggregates", topic, f"{partition}.json")
 
     def _read(self, topic: str, partition: int) -> Optional[dict]:
+        path = self.path(topic, partition)
         try:
-            with open(self.path(topic, partition), "rb") as file:
+            with open(path, "rb") as file:
                 saved = orjson.loads(file.read())
         except FileNotFoundError:
             return None
-        self._check_queries(saved, self.path(topic, partition))
+        except orjson.JSONDecodeError as error:
+            raise ValueError(self._broken(path, f"it is not whole JSON ({error})")) from None
+        if not _well_formed(saved):
+            raise ValueError(self._broken(path, "it lacks the offset, watermark, queries or partials of a "
+                                                "hitstream aggregate checkpoint"))
+        self._check_queries(saved, path)
         return saved
+
+    def _broken(self, path: str, why: str) -> str:
+        # Never reset to zero counts: the sinks already hold what the saved counts led to.
+        return (f"--checkpoint-dir {self.directory}: {path} cannot be used: {why}. hitstream writes it whole (a "
+                f"temp file, then a rename), so something else changed it. Restore it from a backup, or start "
+                f"afresh with a new checkpoint dir and empty sinks.")
 
     def _check_queries(self, saved: dict, path: str) -> None:
         wanted = [[q.name, q.key_field, list(q.window) if q.window else None] for q in self.queries]
@@ -94,17 +106,20 @@ class AggregateCheckpoint:
         saved = self._read(topic, partition)
         return None if saved is None else Saved(saved["offset"], tuple(saved["watermark"]))
 
-    def seed(self, query: str) -> List[tuple]:
-        """Every saved partial of `query`, summed over partitions: (key, count, earliest micros or None)."""
-        total: Dict[tuple, list] = {}
+    def saved(self) -> Iterator[dict]:
+        """Every partition's saved file, read and checked (a broken or foreign one raises, naming it)."""
         root = os.path.join(self.directory, "aggregates")
         for topic in sorted(os.listdir(root)) if os.path.isdir(root) else ():
             for name in sorted(os.listdir(os.path.join(root, topic))):
-                if not name.endswith(".json"):
-                    continue  # a temp file of a save that a kill interrupted
-                saved = self._read(topic, int(name[:-len(".json")]))
-                for key, bucket, n, earliest in saved["partials"].get(query, ()):
-                    _add(total, (key, bucket), n, earliest)
+                if name.endswith(".json"):  # else a temp file of a save that a kill interrupted
+                    yield self._read(topic, int(name[:-len(".json")]))
+
+    def seed(self, query: str) -> List[tuple]:
+        """Every saved partial of `query`, summed over partitions: (key, count, earliest micros or None)."""
+        total: Dict[tuple, list] = {}
+        for saved in self.saved():
+            for key, bucket, n, earliest in saved["partials"].get(query, ()):
+                _add(total, (key, bucket), n, earliest)
         return [(key, n, earliest) for (key, _), (n, earliest) in total.items()]
 
     def counts(self, topic: str, partition: int, start: int, watermark: Tuple[int, int]) -> "PartitionCounts":
@@ -199,6 +214,15 @@ class PartitionCounts:
             "partials": {query: [[key, bucket, n, earliest] for (key, bucket), (n, earliest) in table.items()]
                          for query, table in self.partials.items()},
         })
+
+
+def _well_formed(saved) -> bool:
+    """The shape `PartitionCounts.to_json` writes."""
+    return (isinstance(saved, dict) and isinstance(saved.get("offset"), int) and
+            isinstance(saved.get("watermark"), list) and len(saved["watermark"]) == 2 and
+            isinstance(saved.get("queries"), list) and isinstance(saved.get("partials"), dict) and
+            all(isinstance(rows, list) and all(isinstance(row, list) and len(row) == 4 for row in rows)
+                for rows in saved["partials"].values()))
 
 
 # (directory, topic, partition) -> PartitionCounts, shared by the read and the counter of one worker process.

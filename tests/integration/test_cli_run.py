@@ -64,3 +64,20 @@ def test_a_stop_asked_for_prints_no_error(kafka_bootstrap, topic_factory):
     lines = output.splitlines()
     errors = [i for i, line in enumerate(lines) if re.search(r"\bERROR\b|Traceback", line)]
     assert not errors, "\n".join(lines[errors[0]:errors[0] + 40]) if errors else ""
+
+
+def test_a_broken_checkpoint_file_is_refused_before_the_job_starts(kafka_bootstrap, topic_factory, tmp_path,
+                                                                    capsys):
+    """A truncated aggregate checkpoint (issue 19): exit 2 with the file and the fix, no traceback, no job, and the
+    file left as it was (never reset to zero counts)."""
+    topic = topic_factory(partitions=1, prefix="cli-broken-ckpt")
+    broken = tmp_path / "ckpt" / "aggregates" / topic / "0.json"
+    broken.parent.mkdir(parents=True)
+    broken.write_bytes(b'{"offset": 40, "watermark": [0, 0], "queries": [["zip_co')
+    code = run(["--runner", "prism", f"--topic={topic}", f"--bootstrap-servers={kafka_bootstrap}",
+                "--trigger=available-now", f"--checkpoint-dir={tmp_path / 'ckpt'}", "--sink=hits=console"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert str(broken) in err and "not whole JSON" in err and "new checkpoint dir" in err, err
+    assert "Traceback" not in err
+    assert broken.read_bytes().endswith(b'["zip_co')

@@ -108,3 +108,20 @@ def test_a_changed_query_cannot_reuse_the_counts(checkpoint, tmp_path):
 def test_counting_without_the_read_in_this_process_fails_loudly(checkpoint):
     with pytest.raises(RuntimeError, match="one process"):
         count(checkpoint, [hit(0, "a", 1)], 1)
+
+
+@pytest.mark.parametrize("content, why", [
+    (b'{"offset": 12, "watermark": [0, 0], "queries": [["zip_co', "not whole JSON"),
+    (b"[]", "lacks the offset"),
+    (b'{"offset": 12, "watermark": [0, 0], "queries": []}', "lacks the offset, watermark, queries or partials"),
+    (b'{"offset": 12, "watermark": [0, 0], "queries": [], "partials": {"zip_counts": [["a", 1]]}}', "lacks"),
+])
+def test_a_broken_checkpoint_file_is_refused_with_its_path_never_reset(checkpoint, tmp_path, content, why):
+    path = tmp_path / "aggregates" / "t" / "0.json"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(content)
+    for read in (lambda: checkpoint.seed("zip_counts"), lambda: checkpoint.resume("t", 0)):
+        with pytest.raises(ValueError) as refused:
+            read()
+        assert why in str(refused.value) and str(path) in str(refused.value)
+        assert "new checkpoint dir" in str(refused.value)
