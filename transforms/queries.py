@@ -295,8 +295,9 @@ class StampSeedFn(beam.DoFn):
 
 
 class _CountQuery(beam.PTransform):
-    """Shared wiring: [DropLate] -> KeyBy -> Window (mode's trigger) -> Count -> [EmitChanged] -> ToRows ->
-    [CompleteTable]. Subclasses say what the key is, which windows, and which row."""
+    """Shared wiring: [DropLate] -> KeyBy -> [AssignWindows -> WindowIntoKey, windowed complete] -> Window (mode's
+    trigger) -> Count -> [EmitChanged] -> ToRows -> [CompleteTable]. Subclasses say what the key is, which windows,
+    and which row."""
     QUERY = ""
     KIND = QueryKind.AGGREGATION
 
