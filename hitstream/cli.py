@@ -57,7 +57,7 @@ def _cmd_run(args, rest) -> int:
 
 def _cmd_sql(args) -> int:
     from hitstream.sql_client import query_remote
-    result = query_remote(args.query, port=args.port)
+    result = query_remote(args.query, port=args.port, host=args.host, token=args.token)
     print(result)
     return 0
 
@@ -125,6 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     sql = sub.add_parser("sql", help="query a running job's memory tables with SQL (read-only DuckDB)")
     sql.add_argument("query", help='for example "SELECT * FROM zip_window_counts ORDER BY count DESC"')
     sql.add_argument("--port", type=int, default=4040, help="the job's dashboard port (default: 4040)")
+    sql.add_argument("--host", default="127.0.0.1", help="the job's address (default: 127.0.0.1)")
+    sql.add_argument("--token", default=None, help="the token that a job bound beyond loopback printed at start "
+                                                   "(default: $HITSTREAM_DASHBOARD_TOKEN)")
 
     demo = sub.add_parser("demo", help="stack up, a live stream of hits, and the blog's pipeline with its sinks; "
                                        "extra options go to `hitstream run`")

@@ -115,5 +115,5 @@ def serve(query: StreamingQuery, port: int, host: str = "127.0.0.1"):
         print(f"dashboard: {host}:{port} is in use, so the dashboard is not served; pass another --dashboard-port",
               file=sys.stderr, flush=True)
     else:
-        print(f"dashboard: http://{host}:{started.server_port}/", file=sys.stderr, flush=True)
+        print(f"dashboard: {server.url(host, started.server_port)}", file=sys.stderr, flush=True)
     return started

@@ -9,16 +9,25 @@ Started by the memory sink in its worker (with LOOPBACK that is the process that
 * `/health` -> `{"ok": true}`.
 
 On a loopback address it answers only requests whose Host is localhost, 127.0.0.1 or [::1] (403 otherwise), so a
-web page on another site cannot read it through DNS rebinding.
+web page on another site cannot read it through DNS rebinding. On any other address (`--dashboard-host 0.0.0.0`) it
+requires a token, as Jupyter does: `access_token()`, from HITSTREAM_DASHBOARD_TOKEN or made at random once per
+process, printed in the URL at start. A request carries it as `?token=`, which also sets a cookie so the page's own
+requests need nothing more, as that cookie, or as `Authorization: token <token>` (`hitstream sql --token`). Without
+it: 403.
 
 Other components (the dashboard) may serve more paths from the same server with `add_route`.
 """
 from __future__ import annotations
 
 import errno
+import hmac
+import http.cookies
 import ipaddress
 import json
 import logging
+import os
+import secrets
+import sys
 import threading
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -40,7 +49,11 @@ class Raw(NamedTuple):
     content_type: str
 
 
+TOKEN_ENV = "HITSTREAM_DASHBOARD_TOKEN"
+_TOKEN_COOKIE = "hitstream_token"
 _LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
+_TOKEN: Dict[str, str] = {}
+_TOKEN_LOCK = threading.Lock()
 _ROUTES: Dict[str, Route] = {}
 _SERVERS: Dict[Tuple[str, int], ThreadingHTTPServer] = {}
 _LOCK = threading.Lock()
@@ -67,6 +80,30 @@ def _tables(params: Dict[str, str]) -> Tuple[int, object]:
     return 200, {"tables": STORE.tables()}
 
 
+def access_token() -> str:
+    """The token a server bound beyond loopback requires: HITSTREAM_DASHBOARD_TOKEN, or one made at random, once
+    per process."""
+    with _TOKEN_LOCK:
+        if "token" not in _TOKEN:
+            _TOKEN["token"] = os.environ.get(TOKEN_ENV) or secrets.token_urlsafe(24)
+        return _TOKEN["token"]
+
+
+def _is_token(given: str) -> bool:
+    return hmac.compare_digest(given.encode(), access_token().encode())
+
+
+def needs_token(host: str) -> bool:
+    """Whether a server bound to `host` (an address) asks for the token: on anything but loopback."""
+    return not ipaddress.ip_address(host).is_loopback
+
+
+def url(host: str, port: int, path: str = "/") -> str:
+    """Where to open a server of this process: with the token in it when the server requires one."""
+    query = f"?token={access_token()}" if needs_token(host) else ""
+    return f"http://{host}:{port}{path}{query}"
+
+
 add_route("/sql", _sql)
 add_route("/tables", _tables)
 add_route("/health", lambda params: (200, {"ok": True}))
@@ -80,17 +117,39 @@ class _Handler(BaseHTTPRequestHandler):
             self._reply(403, {"error": "this server answers only to localhost, 127.0.0.1 or [::1]"})
             return
         url = urllib.parse.urlsplit(self.path)
+        params = {k: v[-1] for k, v in urllib.parse.parse_qs(url.query, keep_blank_values=True).items()}
+        given = params.pop("token", None)
+        cookie = None
+        if needs_token(self.server.server_address[0]):
+            if given is not None and _is_token(given):
+                cookie = f"{_TOKEN_COOKIE}={given}; HttpOnly; SameSite=Strict; Path=/"  # the page's requests
+            elif not self._carries_token():
+                self._reply(403, {"error": "this server is bound beyond loopback and requires its token: open the "
+                                           "URL hitstream printed at start (.../?token=...), or pass --token to "
+                                           f"hitstream sql (or set {TOKEN_ENV})"})
+                return
         handler = _ROUTES.get(url.path)
         if handler is None:
             self._reply(404, {"error": f"no such path {url.path}; try /sql?q=SELECT..."})
             return
-        params = {k: v[-1] for k, v in urllib.parse.parse_qs(url.query, keep_blank_values=True).items()}
         try:
             status, body = handler(params)
         except Exception as error:  # a bug in a handler must answer 500, not kill the server thread
             _LOGGER.exception("server: %s failed", url.path)
             status, body = 500, {"error": f"internal error: {type(error).__name__}"}
-        self._reply(status, body)
+        self._reply(status, body, cookie)
+
+    def _carries_token(self) -> bool:
+        """The token as the cookie that a first visit set, or as an Authorization header."""
+        scheme, _, value = (self.headers.get("Authorization") or "").partition(" ")
+        if scheme.lower() == "token" and _is_token(value.strip()):
+            return True
+        jar = http.cookies.SimpleCookie()
+        try:
+            jar.load(self.headers.get("Cookie") or "")
+        except http.cookies.CookieError:
+            return False
+        return _TOKEN_COOKIE in jar and _is_token(jar[_TOKEN_COOKIE].value)
 
     def _host_allowed(self) -> bool:
         """On a loopback address, the Host header must be a loopback name too: a web page whose own domain was
@@ -103,10 +162,12 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:  # not even a host name ("[::1")
             return False
 
-    def _reply(self, status: int, body: object) -> None:
+    def _reply(self, status: int, body: object, cookie: Optional[str] = None) -> None:
         raw = body if isinstance(body, Raw) else Raw(json.dumps(body, default=str).encode(), "application/json")
         data = raw.data
         self.send_response(status)
+        if cookie:
+            self.send_header("Set-Cookie", cookie)
         self.send_header("Content-Type", raw.content_type)
         self.send_header("Content-Length", str(len(data)))
         self.send_header("Cache-Control", "no-store")
@@ -138,6 +199,9 @@ def ensure_started(port: int, host: str = "127.0.0.1") -> Optional[ThreadingHTTP
         threading.Thread(target=server.serve_forever, name=f"hitstream-sql-{port}", daemon=True).start()
         _SERVERS[(host, port)] = server
         _LOGGER.info("server: SQL over memory tables on http://%s:%d/sql?q=...", host, server.server_port)
+        if needs_token(host):
+            print(f"server: {host}:{server.server_port} is reachable beyond loopback, so it requires a token; open "
+                  f"{url(host, server.server_port)}", file=sys.stderr, flush=True)
         return server
 
 

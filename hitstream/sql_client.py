@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import json
+import os
 import urllib.error
 import urllib.parse
 import urllib.request
+from typing import Optional
 
+from hitstream.server import TOKEN_ENV
 from transforms.sinks.memory_store import DEFAULT_ROW_LIMIT, DEFAULT_TIMEOUT, SqlResult
 
 
@@ -14,11 +17,14 @@ class RemoteSqlError(SystemExit):
 
 
 def query_remote(query: str, port: int = 4040, host: str = "127.0.0.1", timeout: float = DEFAULT_TIMEOUT + 5,
-                 row_limit: int = DEFAULT_ROW_LIMIT) -> SqlResult:
-    """Ask a running job's SQL server (`GET /sql?q=...`); print the result for a table."""
+                 row_limit: int = DEFAULT_ROW_LIMIT, token: Optional[str] = None) -> SqlResult:
+    """Ask a running job's SQL server (`GET /sql?q=...`, with the token of a server bound beyond loopback);
+    print the result for a table."""
     url = f"http://{host}:{port}/sql?" + urllib.parse.urlencode({"q": query, "limit": row_limit})
+    token = token or os.environ.get(TOKEN_ENV)
+    request = urllib.request.Request(url, headers={"Authorization": f"token {token}"} if token else {})
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             return SqlResult.from_json(json.loads(response.read()))
     except urllib.error.HTTPError as error:
         try:

@@ -19,7 +19,7 @@ import dataclasses
 import logging
 import os
 import sys
-from typing import Any, Callable, Dict, Optional, Sequence
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
@@ -48,7 +48,8 @@ def kafka_source_config(options: HitstreamOptions, settings: Settings,
                         checkpoint: Optional[AggregateCheckpoint] = None) -> KafkaSourceConfig:
     spark_options = {"kafka.bootstrap.servers": options.bootstrap_servers,
                      "startingOffsets": options.starting_offsets,
-                     "failOnDataLoss": options.fail_on_data_loss}
+                     "failOnDataLoss": options.fail_on_data_loss,
+                     "includeHeaders": str(options.include_headers).lower()}
     if options.subscribe_pattern:
         spark_options["subscribePattern"] = options.subscribe_pattern
     elif options.assign:
@@ -108,20 +109,19 @@ def _checkpoint_name(choice: SinkChoice) -> str:
     return f"{choice.query}:complete" if windowed and choice.mode is OutputMode.COMPLETE else choice.query
 
 
-def _aggregate_checkpoint(hs: HitstreamOptions, settings: Settings) -> Optional[AggregateCheckpoint]:
+def _aggregate_checkpoint(hs: HitstreamOptions, settings: Settings) -> Tuple[AggregateCheckpoint, Dict[str, list]]:
     """With --checkpoint-dir on the Kafka fast path: what the aggregation checkpoint counts (see
-    `_checkpoint_name`)."""
+    `_checkpoint_name`), and the saved counts each query starts from. A broken or foreign file is refused here,
+    before the job starts, not by the read inside it."""
     modes = {_checkpoint_name(choice): choice for choice in settings.sinks
              if QUERIES[choice.query].kind is not QueryKind.PROJECTION}
     specs = []
     for name, choice in sorted(modes.items()):
         query = _query(choice.query, choice.mode, settings, batched=True)
         window = query.window_params()
-        specs.append(QuerySpec(name, query.KEY_FIELD, window, keep_late=bool(window) and query.keeps_late))
+        specs.append(QuerySpec(name, query.KEY_FIELD, window, keep_late=query.keeps_late))
     checkpoint = AggregateCheckpoint(os.path.abspath(hs.checkpoint_dir), tuple(specs))
-    for _ in checkpoint.saved():
-        pass  # a broken or foreign file is refused here, before the job starts, not by the read inside it
-    return checkpoint
+    return checkpoint, checkpoint.seeds()
 
 
 def build_pipeline(p: beam.Pipeline, options: PipelineOptions, records: Optional[beam.PCollection] = None
@@ -135,7 +135,7 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions, records: Optional
     sink_settings = SinkSettings.from_options(hs)
     # The fast path carries one element per Kafka poll (KafkaBatch, then HitBatch) instead of one per record.
     batched = records is None and hs.source == "kafka" and hs.kafka_io == "native"
-    checkpoint = _aggregate_checkpoint(hs, settings) if batched and hs.checkpoint_dir else None
+    checkpoint, seeds = _aggregate_checkpoint(hs, settings) if batched and hs.checkpoint_dir else (None, {})
     if records is None:
         records = p | "Read" >> _reader(hs, settings, checkpoint)
     parsed = records | "Parse" >> ParseHits(batched=batched)
@@ -151,7 +151,7 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions, records: Optional
         name = choice.query if QUERIES[choice.query].kind is QueryKind.PROJECTION else f"{choice.query}:{choice.mode.value}"
         if name not in outputs:
             label = "".join(part.title() for part in choice.query.split("_")) + choice.mode.value.title()
-            seed = checkpoint.seed(_checkpoint_name(choice)) if checkpoint else ()
+            seed = seeds.get(_checkpoint_name(choice), ())
             outputs[name] = parsed.good | label >> _query(choice.query, choice.mode, settings, batched, seed)
         sink_label = f"Write{choice.sink.title()}{name.replace(':', '_').title().replace('_', '')}"
         labels[sink_label] = labels.get(sink_label, 0) + 1

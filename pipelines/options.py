@@ -145,6 +145,10 @@ class HitstreamOptions(PipelineOptions):
                  "--trigger=available-now)")
         add("--max-offsets-per-trigger", dest="max_offsets_per_trigger", type=int, default=None,
             help="rate limit: offsets read per trigger interval across all partitions (default: no limit)")
+        add("--include-headers", dest="include_headers", action="store_true",
+            help="Spark's includeHeaders: keep each record's Kafka headers, which the dead letters then carry (the "
+                 "Parquet and Kafka dead-letter sinks; the JDBC dead_letters table has no headers column) "
+                 "(default: off)")
         add("--fail-on-data-loss", dest="fail_on_data_loss", default="true", choices=("true", "false"),
             help="fail when offsets were deleted before being read, or warn and count them (default: true)")
         # Not dest="kafka_options": that name is the property below, which adds the file's and the environment's

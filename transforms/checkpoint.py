@@ -56,6 +56,10 @@ class QuerySpec(NamedTuple):
     window: Optional[Tuple[float, float, float]] = None
     keep_late: bool = False
 
+    def identity(self) -> list:
+        """What a checkpoint file records of the query, to refuse counts made for another."""
+        return [self.name, self.key_field, list(self.window) if self.window else None]
+
 
 class Saved(NamedTuple):
     """Where a partition's saved counts stand: its offset and the source's watermark state there."""
@@ -95,7 +99,7 @@ class AggregateCheckpoint:
                 f"afresh with a new checkpoint dir and empty sinks.")
 
     def _check_queries(self, saved: dict, path: str) -> None:
-        wanted = [[q.name, q.key_field, list(q.window) if q.window else None] for q in self.queries]
+        wanted = [q.identity() for q in self.queries]
         if saved["queries"] != wanted:
             raise ValueError(
                 f"--checkpoint-dir {self.directory} holds counts for other queries or windows ({saved['queries']} "
@@ -114,13 +118,17 @@ class AggregateCheckpoint:
                 if name.endswith(".json"):  # else a temp file of a save that a kill interrupted
                     yield self._read(topic, int(name[:-len(".json")]))
 
-    def seed(self, query: str) -> List[tuple]:
-        """Every saved partial of `query`, summed over partitions: (key, count, earliest micros or None)."""
-        total: Dict[tuple, list] = {}
+    def seeds(self) -> Dict[str, List[tuple]]:
+        """Per query, every saved partial summed over partitions: (key, count, earliest micros or None). Reads
+        each file once, and refuses a broken or foreign one, naming it."""
+        totals: Dict[str, Dict[tuple, list]] = {}
         for saved in self.saved():
-            for key, bucket, n, earliest in saved["partials"].get(query, ()):
-                _add(total, (key, bucket), n, earliest)
-        return [(key, n, earliest) for (key, _), (n, earliest) in total.items()]
+            for query, rows in saved["partials"].items():
+                total = totals.setdefault(query, {})
+                for key, bucket, n, earliest in rows:
+                    _add(total, (key, bucket), n, earliest)
+        return {query: [(key, n, earliest) for (key, _), (n, earliest) in total.items()]
+                for query, total in totals.items()}
 
     def counts(self, topic: str, partition: int, start: int, watermark: Tuple[int, int]) -> "PartitionCounts":
         """The registry's counts for a partition whose read call starts at `start` (see `at_call_start`)."""
@@ -210,7 +218,7 @@ class PartitionCounts:
         return orjson.dumps({
             "offset": self.next_offset,
             "watermark": list(self.watermark),
-            "queries": [[q.name, q.key_field, list(q.window) if q.window else None] for q in queries],
+            "queries": [q.identity() for q in queries],
             "partials": {query: [[key, bucket, n, earliest] for (key, bucket), (n, earliest) in table.items()]
                          for query, table in self.partials.items()},
         })

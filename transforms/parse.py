@@ -234,6 +234,7 @@ def _dead_letter(record: Any, error: str) -> DeadLetter:
         value=value if value is None or isinstance(value, bytes) else None,
         error=error,
         step=PARSE_STEP,
+        headers=getattr(record, "headers", None),
     )
 
 

@@ -80,6 +80,8 @@ class DeadLetter(NamedTuple):
     value: Optional[bytes]
     error: str
     step: str
+    # The source record's headers when the read includes them (--include-headers, Spark's includeHeaders), else None.
+    headers: Optional[Tuple[Tuple[str, Optional[bytes]], ...]] = None
 
 
 class ZipCount(NamedTuple):

@@ -8,7 +8,8 @@ fuzzer's own record of what it wrote (tests/reliability/fuzz.py builds each mess
 
 5 MiB values: the input topic allows 16 MiB messages, and the dead-letter sink creates its topic with room for their
 dead letters (base64 makes them 4/3 the size). A dead letter too big for an existing dead-letter topic is not dropped:
-the job fails, naming the record and the setting to raise.
+the job fails, naming the record and the setting to raise. With --include-headers, the dead letters carry the source
+record's headers.
 """
 from __future__ import annotations
 
@@ -20,9 +21,11 @@ import uuid
 import apache_beam as beam
 import duckdb
 import orjson
+import pyarrow.parquet as pq
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.runner import PipelineState
+from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 import runners
@@ -201,3 +204,32 @@ def test_a_long_zipcode_does_not_fail_the_job(kafka_bootstrap, topics, mysql_url
     assert result.state == PipelineState.DONE
     # Each valid hit is counted, or (should the contract bound zipcodes) dead-lettered: never lost.
     assert got.get("94107") == 2 and (got.get("z" * 100) == 1 or dead == {(0, 1)})
+
+
+def test_include_headers_puts_the_source_headers_on_the_dead_letters(kafka_bootstrap, topics, tmp_path):
+    topic = topics(partitions=1)
+    dlq_topic = topics.name("headers-dlq")
+    producer = Producer({"bootstrap.servers": kafka_bootstrap})
+    sent = {}  # offset -> headers of each bad message
+    for i in range(40):
+        value = b"not json" if i % 4 == 0 else orjson.dumps({"hittime": START_MS + i * 1000, "zipcode": "94107"})
+        headers = [("trace", f"t{i}".encode()), ("empty", None)]
+        producer.produce(topic, value=value, partition=0, headers=headers)
+        if i % 4 == 0:
+            sent[i] = tuple(headers)
+    assert producer.flush(30) == 0
+    state = _run_available_now(topic, kafka_bootstrap, "--sink=zip_counts=console:complete", "--include-headers",
+                               f"--dead-letter-topic={dlq_topic}", f"--dead-letter-path={tmp_path / 'dlq'}"
+                               ).wait_until_finish()
+
+    in_kafka = {}
+    for _, _, _, value in consume_all(kafka_bootstrap, dlq_topic):
+        doc = orjson.loads(value)
+        in_kafka[doc["offset"]] = tuple(
+            (h["key"], None if h["value_base64"] is None else base64.b64decode(h["value_base64"]))
+            for h in doc["headers"])
+    table = pq.read_table(tmp_path / "dlq", columns=["offset", "headers"])
+    in_parquet = {offset: tuple((h["key"], h["value"]) for h in headers)
+                  for offset, headers in zip(table["offset"].to_pylist(), table["headers"].to_pylist())}
+    assert state == PipelineState.DONE
+    assert len(sent) == 10 and in_kafka == sent and in_parquet == sent

@@ -2,7 +2,7 @@
 import http.client
 import json
 import socket
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 
 def free_port() -> int:
@@ -35,17 +35,27 @@ def refuses(address: str, port: int) -> bool:
 
 
 def get(port: int, path: str, host: Optional[str] = None, method: str = "GET",
-        address: str = "127.0.0.1") -> Tuple[int, object]:
+        address: str = "127.0.0.1", headers: Optional[Dict[str, str]] = None) -> Tuple[int, object]:
     """(status, parsed JSON or text) of one request; `host` overrides the Host header."""
+    status, body, _ = request(port, path, host, method, address, headers)
+    return status, body
+
+
+def request(port: int, path: str, host: Optional[str] = None, method: str = "GET", address: str = "127.0.0.1",
+            headers: Optional[Dict[str, str]] = None) -> Tuple[int, object, http.client.HTTPMessage]:
+    """`get`, with the response's headers too."""
     conn = http.client.HTTPConnection(address, port, timeout=15)
     try:
         conn.putrequest(method, path, skip_host=host is not None)
         if host is not None:
             conn.putheader("Host", host)
+        for name, value in (headers or {}).items():
+            conn.putheader(name, value)
         conn.endheaders()
         response = conn.getresponse()
         body = response.read()
         kind = response.headers.get("Content-Type", "")
-        return response.status, json.loads(body) if kind.startswith("application/json") else body.decode()
+        return (response.status, json.loads(body) if kind.startswith("application/json") else body.decode(),
+                response.headers)
     finally:
         conn.close()

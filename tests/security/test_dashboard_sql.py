@@ -1,5 +1,5 @@
-"""The dashboard's server: bound to 127.0.0.1 by default, GET only, loopback Host names only, and a SQL box that
-can neither write nor reach files or extensions (read-only SELECT, DuckDB external access off).
+"""The dashboard's server: bound to 127.0.0.1 by default, GET only, loopback Host names only, a token beyond loopback,
+and a SQL box that can neither write nor reach files or extensions (read-only SELECT, DuckDB external access off).
 
 The server and DuckDB are the real ones, in this process, as the memory sink runs them in a LOOPBACK worker."""
 import urllib.parse
@@ -11,7 +11,8 @@ import pytest
 
 from hitstream import dashboard, server
 from hitstream.progress import StreamingQuery
-from tests.security.net import free_port, get, other_addresses, refuses
+from hitstream.sql_client import RemoteSqlError, query_remote
+from tests.security.net import free_port, get, other_addresses, refuses, request
 from transforms.rows import ZipCount
 from transforms.sinks.memory_store import STORE
 
@@ -130,6 +131,53 @@ def test_dashboard_host_is_loopback_unless_told_otherwise():
     try:
         # The SQL server of that address is the job's (a second one could not bind it): it listens on 0.0.0.0.
         assert server.ensure_started(port, "0.0.0.0") is not None
-        assert get(port, "/tables")[0] == 200  # asked on loopback only
+        assert get(port, "/tables")[0] == 403  # beyond loopback, a token is required
+        assert get(port, f"/tables?token={server.access_token()}")[0] == 200  # asked on loopback only
     finally:
         job.close()
+
+
+@pytest.fixture
+def served_beyond_loopback():
+    """(port, table, token): the dashboard bound to 0.0.0.0, as `--dashboard-host 0.0.0.0` does. Every request of
+    these tests goes to 127.0.0.1, so the traffic stays on loopback."""
+    table = f"sec_{uuid.uuid4().hex[:12]}"
+    STORE.upsert(table, [ZipCount("94107", 3)])
+    port = free_port()
+    assert dashboard.serve(StreamingQuery(name="security"), port, "0.0.0.0") is not None
+    yield port, table, server.access_token()
+    server.stop(port, "0.0.0.0")
+    STORE.drop(table)
+
+
+def test_beyond_loopback_every_path_needs_the_token(capsys, served_beyond_loopback):
+    port, table, token = served_beyond_loopback
+    assert f"?token={token}" in capsys.readouterr().err  # the URL printed at start, as Jupyter prints its own
+    assert len(token) >= 32
+    for path in ("/", "/health", "/tables", f"/sql?q=SELECT+*+FROM+{table}", "/nowhere"):
+        status, body = get(port, path)
+        assert status == 403 and "token" in body["error"], path
+        assert get(port, path + ("&" if "?" in path else "?") + "token=wrong")[0] == 403, path
+        assert get(port, path, headers={"Cookie": "hitstream_token=wrong"})[0] == 403, path
+        assert get(port, path, headers={"Authorization": "token wrong"})[0] == 403, path
+    # The token in the URL answers and sets the cookie; then the cookie alone does, as the page's own requests.
+    status, body, headers = request(port, f"/?token={token}")
+    assert status == 200 and "<html" in body.lower()
+    cookie = headers["Set-Cookie"]
+    assert cookie.startswith(f"hitstream_token={token};") and "HttpOnly" in cookie and "SameSite=Strict" in cookie
+    sent = {"Cookie": cookie.split(";")[0]}
+    assert get(port, f"/sql?q=SELECT+*+FROM+{table}", headers=sent) == (
+        200, {"columns": ["zipcode", "count"], "rows": [["94107", 3]], "truncated": False})
+    assert get(port, "/tables", headers={"Authorization": f"token {token}"})[0] == 200  # hitstream sql --token
+    assert query_remote(f"SELECT count FROM {table}", port=port, token=token).rows == [(3,)]
+    with pytest.raises(RemoteSqlError, match="token"):
+        query_remote(f"SELECT count FROM {table}", port=port)
+
+
+@pytest.mark.parametrize("query, says", REFUSED[:6] + REFUSED[-6:], ids=[q for q, _ in REFUSED[:6] + REFUSED[-6:]])
+def test_beyond_loopback_the_sql_box_still_refuses(served_beyond_loopback, local_files, query, says):
+    port, table, token = served_beyond_loopback
+    status, body = get(port, "/sql?" + urllib.parse.urlencode({"q": query.format(t=table, d=local_files)}),
+                       headers={"Authorization": f"token {token}"})
+    assert status == 400 and says in body["error"], body
+    assert MARKER not in str(body)

@@ -163,6 +163,14 @@ def test_parse_hit_fn_malformed_is_exactly_one_dead_letter(value, phrase):
     assert dead == DeadLetter("hits", 2, 7, 1795460561999, b"k", value, dead.error, "parse")
 
 
+def test_a_dead_letter_keeps_the_records_headers():
+    headers = (("trace", b"t1"), ("empty", None))
+    (out,) = ParseHitFn().process(record(b"not json")._replace(headers=headers))
+    assert out.value.headers == headers
+    (out,) = ParseHitFn().process(record(b"not json"))
+    assert out.value.headers is None  # a read without includeHeaders
+
+
 def test_parse_hit_fn_never_raises_on_random_bytes():
     rng = random.Random(20261123)
     fn = ParseHitFn()

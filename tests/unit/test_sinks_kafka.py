@@ -49,6 +49,9 @@ def test_dead_letters_keep_the_raw_bytes_in_base64():
     assert (value["topic"], value["partition"], value["offset"], value["error"], value["step"]) == \
         ("hits", 2, 40, "bad UTF-8", "parse")
     assert encode_key(dead) == b"k\x00"
+    assert value["headers"] is None  # read without includeHeaders
+    value = orjson.loads(encode_value(dead._replace(headers=(("trace", b"\x01"), ("empty", None)))))
+    assert value["headers"] == [{"key": "trace", "value_base64": "AQ=="}, {"key": "empty", "value_base64": None}]
 
 
 def test_config_is_checked_at_build_time():

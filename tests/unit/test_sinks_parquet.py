@@ -197,11 +197,14 @@ def test_dead_letters_go_to_parquet_with_the_same_machinery(tmp_path):
     from transforms.sinks.parquet import WriteDeadLettersToParquet
     writer = WriteDeadLettersToParquet(str(tmp_path / "dead")).make_writer()
     writer.setup()
-    dead = DeadLetter("hits", 0, 3, 1_795_000_000_000, b"k", b"\xff not utf-8", "bad utf-8", "parse")
+    dead = DeadLetter("hits", 0, 3, 1_795_000_000_000, b"k", b"\xff not utf-8", "bad utf-8", "parse",
+                      (("trace", b"t1"), ("empty", None)))
     writer.write_rows([dead], 0)
     writer.write_rows([dead], 1)
-    got = duckdb.sql(f'SELECT day, "offset", value, step FROM {duckdb_source(str(tmp_path / "dead"))}').fetchall()
-    assert got == [("2026-11-18", 3, b"\xff not utf-8", "parse")]
+    got = duckdb.sql(f'SELECT day, "offset", value, step, headers '
+                     f'FROM {duckdb_source(str(tmp_path / "dead"))}').fetchall()
+    assert got == [("2026-11-18", 3, b"\xff not utf-8", "parse",
+                    [{"key": "trace", "value": b"t1"}, {"key": "empty", "value": None}])]
 
 
 def test_null_and_odd_partition_values(tmp_path):

@@ -14,7 +14,8 @@
   guarantee is at-least-once per row, and a consumer that keeps the latest value per key sees exact counts.
 
 `WriteDeadLettersToKafka` sends DeadLetter rows to a dead-letter topic: the value is JSON with the origin topic,
-partition, offset and timestamp, the raw key and value bytes in base64, the error and the step that failed.
+partition, offset and timestamp, the raw key and value bytes in base64, the error and the step that failed, and the
+source record's headers (`[{"key", "value_base64"}]`, or null when the read does not include headers).
 
 **Size limits.** A dead letter is about 4/3 of the bad message (base64) plus its error, so a message the input topic
 accepted can be too big for a topic with the same limit. The dead-letter sink therefore raises its producer's
@@ -53,9 +54,13 @@ class DeliveryError(RuntimeError):
         self.retriable = retriable
 
 
+def _base64(value: bytes) -> str:
+    return base64.b64encode(bytes(value)).decode()
+
+
 def _json_default(value: Any) -> Any:
     if isinstance(value, (bytes, bytearray)):
-        return base64.b64encode(bytes(value)).decode()
+        return _base64(value)
     raise TypeError(f"not JSON: {type(value).__name__}")
 
 
@@ -82,9 +87,12 @@ def encode_value(row: tuple, value_format: str = "json") -> bytes:
     if isinstance(row, DeadLetter):
         return orjson.dumps({"topic": row.topic, "partition": row.partition, "offset": row.offset,
                              "timestamp": row.kafka_timestamp,
-                             "key_base64": None if row.key is None else base64.b64encode(row.key).decode(),
-                             "value_base64": None if row.value is None else base64.b64encode(row.value).decode(),
-                             "error": row.error, "step": row.step})
+                             "key_base64": None if row.key is None else _base64(row.key),
+                             "value_base64": None if row.value is None else _base64(row.value),
+                             "error": row.error, "step": row.step,
+                             "headers": None if row.headers is None else [
+                                 {"key": key, "value_base64": None if value is None else _base64(value)}
+                                 for key, value in row.headers]})
     if value_format == "text" and row._fields[-1] == "count":
         parts = ["null" if v is None else iso_utc(v) if isinstance(v, datetime.datetime) else str(v)
                  for v in row[:-1]]

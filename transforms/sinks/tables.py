@@ -12,6 +12,7 @@ import pyarrow as pa
 from transforms.rows import DeadLetter, Hit, IspCount, KafkaRecord, WindowCount, ZipCount
 
 _UTC_MICROS = pa.timestamp("us", tz="UTC")
+_HEADERS = pa.list_(pa.struct([("key", pa.string()), ("value", pa.binary())]))  # Spark's headers column
 
 SCHEMAS: Dict[type, pa.Schema] = {
     Hit: pa.schema([
@@ -21,7 +22,8 @@ SCHEMAS: Dict[type, pa.Schema] = {
         ("offset", pa.int64()), ("kafka_timestamp", pa.int64()), ("late", pa.bool_())]),
     DeadLetter: pa.schema([
         ("topic", pa.string()), ("partition", pa.int32()), ("offset", pa.int64()), ("kafka_timestamp", pa.int64()),
-        ("key", pa.binary()), ("value", pa.binary()), ("error", pa.string()), ("step", pa.string())]),
+        ("key", pa.binary()), ("value", pa.binary()), ("error", pa.string()), ("step", pa.string()),
+        ("headers", _HEADERS)]),
     ZipCount: pa.schema([("zipcode", pa.string()), ("count", pa.int64())]),
     IspCount: pa.schema([("isp", pa.string()), ("count", pa.int64())]),
     WindowCount: pa.schema([
@@ -30,8 +32,7 @@ SCHEMAS: Dict[type, pa.Schema] = {
     KafkaRecord: pa.schema([
         ("key", pa.binary()), ("value", pa.binary()), ("topic", pa.string()), ("partition", pa.int32()),
         ("offset", pa.int64()), ("timestamp", pa.int64()), ("timestampType", pa.int32()),
-        ("headers", pa.list_(pa.struct([("key", pa.string()), ("value", pa.binary())]))),
-        ("late", pa.bool_())]),
+        ("headers", _HEADERS), ("late", pa.bool_())]),
 }
 
 
