@@ -51,6 +51,10 @@ _SERVER_PROPERTIES = {
     # Messages up to 16 MiB (the default is about 1 MB): the fault suite sends 5 MB values, and their dead letters
     # (base64, about 4/3 the size) go to a topic the dead-letter sink creates with a higher limit of its own.
     "message.max.bytes": str(16 * 1024 * 1024),
+    # ACLs are checked, and everything without one is allowed: the fault suite denies one topic to show that an
+    # authorization error fails a job at once instead of being retried.
+    "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+    "allow.everyone.if.no.acl.found": "true",
 }
 
 

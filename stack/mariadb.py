@@ -111,6 +111,14 @@ def _bootstrap(config: Path) -> None:
         raise RuntimeError(f"creating the {DATABASE} database and user failed:\n{result.stderr}")
 
 
+def admin_sql(sql: str) -> None:
+    """Run statements as the socket-authenticated admin, e.g. to make an account with fewer rights than the
+    application's (the fault suite's permission errors)."""
+    result = _client(paths.run_dir() / "mariadb.cnf", "mariadb", sql=sql)
+    if result.returncode != 0:
+        raise RuntimeError(f"mariadb admin statements failed:\n{result.stderr}")
+
+
 def connect(**kwargs) -> pymysql.connections.Connection:
     return pymysql.connect(host=HOST, port=PORT, user=USER, password=password(), database=DATABASE,
                            connect_timeout=5, **kwargs)

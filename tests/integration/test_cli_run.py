@@ -81,3 +81,29 @@ def test_a_broken_checkpoint_file_is_refused_before_the_job_starts(kafka_bootstr
     assert str(broken) in err and "not whole JSON" in err and "new checkpoint dir" in err, err
     assert "Traceback" not in err
     assert broken.read_bytes().endswith(b'["zip_co')
+
+
+@pytest.mark.parametrize("damage, says", [
+    (lambda log: log + b'{"txn": "1", "files": [["_temporary/a"\n', "is not JSON"),
+    (lambda log: b'{"txn": "1", "offsets": "all of them"}\n' + log, "lacks the files, offsets and keys"),
+])
+def test_a_broken_parquet_commit_log_is_refused_before_the_job_starts(kafka_bootstrap, topic_factory, tmp_path,
+                                                                     capsys, damage, says):
+    """A commit log with a whole line that is not a commit (issue 19): exit 2 with the file and the fix, no job, and
+    the log left as it was (an empty log in its place would write every record again)."""
+    topic = topic_factory(partitions=1, prefix="cli-broken-log")
+    produce(ProduceSpec(topic=topic, bootstrap_servers=kafka_bootstrap, count=200, partitions=1))
+    args = ["--runner", "prism", f"--topic={topic}", f"--bootstrap-servers={kafka_bootstrap}",
+            "--trigger=available-now", f"--checkpoint-dir={tmp_path / 'ckpt'}", "--sink=hits=parquet",
+            f"--parquet-path={tmp_path / 'hits'}", f"--group-id=g-{uuid.uuid4().hex}"]
+    assert run(args) == 0
+    (log,) = (tmp_path / "ckpt" / "sinks").glob("*/commits.log")
+    damaged = damage(log.read_bytes())
+    log.write_bytes(damaged)
+    capsys.readouterr()
+    code = run(args)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert str(log) in err and says in err and "new checkpoint dir" in err, err
+    assert "Traceback" not in err
+    assert log.read_bytes() == damaged

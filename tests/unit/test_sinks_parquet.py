@@ -226,3 +226,25 @@ def test_config_errors_fail_at_build_time(tmp_path):
     writer = writer_for(tmp_path / "hits")
     with pytest.raises(ValueError, match="Complete output mode"):
         writer.write_snapshot(Snapshot(0, ()))
+
+
+def test_a_commit_log_line_that_is_not_a_commit_is_refused_and_a_torn_tail_is_not(tmp_path):
+    from transforms.sinks.parquet import LOG_NAME, check_log
+    writer = writer_for(tmp_path / "hits")
+    writer.write_rows([hit(0, 0), hit(0, 1)], 0)
+    log = next((tmp_path / "hits").rglob(LOG_NAME))
+    whole = log.read_bytes()
+    log.write_bytes(whole + b'{"txn": "2", "files": [["_tempor')  # a write killed mid-commit: not a commit
+    check_log(str(log.parent))
+    for line, says in ((b"not json at all", "line 2 is whole but it is not JSON"),
+                       (b'{"txn": "2", "offsets": [["hits", 0, [[5]]]]}', "lacks the files, offsets and keys"),
+                       (b"[1, 2]", "lacks the files")):
+        log.write_bytes(whole + line + b"\n")
+        with pytest.raises(ValueError) as refused:
+            check_log(str(log.parent))
+        assert says in str(refused.value) and str(log) in str(refused.value), refused.value
+        with pytest.raises(ValueError, match="new checkpoint dir"):
+            WriteToParquet(str(tmp_path / "hits"))  # the sink, when the pipeline is built
+        with pytest.raises(ValueError, match="new checkpoint dir"):
+            writer.write_rows([hit(0, 2)], 1)  # a running writer, as it catches up with the log
+    assert len(coordinates(tmp_path / "hits")) == 2  # nothing was written past a broken log

@@ -281,7 +281,8 @@ class ReadPartitionsFn(beam.DoFn):
             element = parse_record(record)
             if type(element) is not Hit:
                 return [element, ts_ms / 1000.0, None]
-            event_ms = to_micros(element.hittime) // 1000
+            if self._config.timestamp_policy == "event-time":
+                event_ms = to_micros(element.hittime) // 1000
         elif self._config.timestamp_policy == "event-time":
             event_ms = self._config.event_time_fn(record)
             if event_ms is None:  # unreadable: the parse step dead-letters it; keep the Kafka time for Beam

@@ -35,6 +35,11 @@ and deletes temp files of transactions that never reached the log; the replayed 
 and records that did reach the log are skipped. A torn last log line is an uncommitted transaction. The log is
 compacted to one line of ranges every `compact_every` transactions.
 
+A log line that is whole (it ends in a newline) but is not JSON, or not a transaction of this shape, was written by
+something else: the sink refuses it, naming the file, when the pipeline is built and again when a writer sets up,
+and never starts from an empty log in its place (that would write every record again). A log of another base
+path is never read: the log's folder in the checkpoint dir is named by a digest of the base path.
+
 Rows without Kafka coordinates (WindowCount in append mode) are made exactly-once by their idempotency key
 (window and zipcode), kept in the log the same way.
 
@@ -148,6 +153,61 @@ def _json_default(value):
     raise TypeError(f"not JSON: {value!r}")
 
 
+def log_entries(log_path: str, data: bytes) -> List[dict]:
+    """The transactions of a log's whole lines; ValueError, naming the file and the line, for one that is not a
+    transaction this sink wrote."""
+    entries = []
+    for number, line in enumerate(data.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            entry = orjson.loads(line)
+        except orjson.JSONDecodeError as error:
+            raise ValueError(_broken_log(log_path, number, f"it is not JSON ({error})")) from None
+        if not _is_transaction(entry):
+            raise ValueError(_broken_log(log_path, number, "it lacks the files, offsets and keys of a hitstream "
+                                                           "Parquet commit"))
+        entries.append(entry)
+    return entries
+
+
+def check_log(log_dir: str) -> None:
+    """Refuse, before the job starts, a commit log that `log_entries` would refuse (see the module docstring)."""
+    log_path = os.path.join(log_dir, LOG_NAME)
+    try:
+        with open(log_path, "rb") as log:
+            data = log.read()
+    except FileNotFoundError:
+        return
+    log_entries(log_path, data[:data.rfind(b"\n") + 1])
+
+
+def _broken_log(log_path: str, number: int, why: str) -> str:
+    return (f"parquet sink: commit log {log_path} cannot be used: line {number} is whole but {why}. hitstream "
+            f"appends whole lines only, so something else changed the file. Restore it from a backup, or start "
+            f"afresh with a new checkpoint dir and an empty Parquet path: an empty log would write every record "
+            f"again.")
+
+
+def _is_runs(runs) -> bool:
+    return isinstance(runs, list) and all(
+        isinstance(run, list) and len(run) == 2 and all(type(n) is int for n in run) for run in runs)
+
+
+def _is_transaction(entry) -> bool:
+    """The shape `ParquetWriter.write_rows` and `CommitLog.maybe_compact` write."""
+    if not isinstance(entry, dict):
+        return False
+    offsets, files, keys = entry.get("offsets", []), entry.get("files", []), entry.get("keys", [])
+    return (isinstance(offsets, list) and all(
+                isinstance(o, list) and len(o) == 3 and isinstance(o[0], str) and type(o[1]) is int and _is_runs(o[2])
+                for o in offsets) and
+            isinstance(files, list) and all(
+                isinstance(f, list) and len(f) == 2 and all(isinstance(name, str) for name in f) for f in files) and
+            isinstance(keys, list) and all(isinstance(key, str) for key in keys) and
+            ("txn" in entry or entry.get("snapshot") is True))
+
+
 class CommitLog:
     """What a Parquet base path holds, as far as exactly-once goes: committed offsets and keys, and pending renames.
 
@@ -203,10 +263,9 @@ class CommitLog:
             log.seek(self._read_at)
             data = log.read()
         end = data.rfind(b"\n") + 1  # a torn last line is a transaction that never committed
-        for line in data[:end].splitlines():
-            if line.strip():
-                self._apply(orjson.loads(line))
-                self._txns_since_compaction += 1
+        for entry in log_entries(self.log_path, data[:end]):
+            self._apply(entry)
+            self._txns_since_compaction += 1
         self._read_at += end
         if end < len(data):
             self._truncate_torn_tail(self._read_at)
@@ -233,8 +292,7 @@ class CommitLog:
                 data = log.read()
         except FileNotFoundError:
             return []
-        end = data.rfind(b"\n") + 1
-        return [orjson.loads(line) for line in data[:end].splitlines() if line.strip()]
+        return log_entries(self.log_path, data[:data.rfind(b"\n") + 1])
 
     def committed(self, row: tuple) -> bool:
         """Whether `row` (by Kafka coordinates, else by idempotency key) is already in the files."""
@@ -481,6 +539,7 @@ class WriteToParquet(Sink):
         self._path = os.path.abspath(path)
         self._partition_by = partition_by
         self._log_dir = os.path.abspath(commit_dir(self._path, checkpoint_dir, name))
+        check_log(self._log_dir)  # where the driver sees the path (a worker's own disk is checked at its setup)
         self._horizon = dedupe_horizon
         self._compact_every = compact_every
         self._compression = compression
