@@ -452,14 +452,20 @@ class ParquetWriter(SinkWriter):
             if not fresh:
                 return
             txn = f"{int(time.time() * 1000):013d}-{uuid.uuid4().hex[:12]}"
-            files = self._write_temp_files(txn, fresh)
-            log.append({"txn": txn, "files": files, "offsets": _offset_runs(fresh), "keys": _keys(fresh),
-                        "rows": len(fresh)})
-            for temp, final in files:
-                final_path = os.path.join(self._base_path, final)
-                os.makedirs(os.path.dirname(final_path), exist_ok=True)
-                os.replace(os.path.join(self._base_path, temp), final_path)
-            log.maybe_compact()
+            try:
+                files = self._write_temp_files(txn, fresh)
+                log.append({"txn": txn, "files": files, "offsets": _offset_runs(fresh), "keys": _keys(fresh),
+                            "rows": len(fresh)})
+                for temp, final in files:
+                    final_path = os.path.join(self._base_path, final)
+                    os.makedirs(os.path.dirname(final_path), exist_ok=True)
+                    os.replace(os.path.join(self._base_path, temp), final_path)
+                log.maybe_compact()
+            except OSError as error:
+                # A full disk, a read-only mount: say where. Readers see no part of this transaction (its files
+                # are still temp files, or it committed and the next writer's setup renames them).
+                raise OSError(error.errno, f"parquet sink: writing under {self._base_path} (commit log "
+                                           f"{log.log_path}) failed: {error}") from error
 
     def _write_temp_files(self, txn: str, rows: List[tuple]) -> List[List[str]]:
         groups: Dict[Tuple[Optional[str], ...], List[int]] = {}

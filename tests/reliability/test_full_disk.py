@@ -1,0 +1,97 @@
+"""A full disk under the Parquet path, and under the checkpoint dir (issue 19, part 2), on Prism against the real
+broker.
+
+The Parquet path (or the checkpoint dir, which holds the Parquet sink's commit log) is a size-limited tmpfs that
+fills mid-run. The job must fail loudly, naming the path and the
+error; readers must see no partial file; and once space is freed (the tmpfs grown), a restart on the same
+checkpoint dir must leave every hit in the files exactly once, against the generator's record of what it wrote.
+"""
+from __future__ import annotations
+
+import errno
+import subprocess
+import time
+
+import apache_beam as beam
+import pyarrow.parquet as pq
+import pytest
+from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.runners.runner import PipelineState
+
+import runners
+from hitstream.generator import ProduceSpec, produce
+from pipelines.blog import build_pipeline
+from tests.reliability.faults import parquet_coordinates, print_figures, record_diff
+from tests.reliability.scale import scale
+
+pytestmark = pytest.mark.timeout(scale(300, 900))
+
+HITS = 150_000
+# Sizes that fill mid-run: 150,000 hits over 200 zipcodes take about 3x 6 MiB of Parquet, and 200 commits of
+# the log (a line of about 25 KB per commit of about 50,000 hits) about 1.5 times 48 KiB.
+DISK = {"parquet": "6m", "checkpoint": "48k"}
+FREED = "512m"
+
+
+@pytest.fixture(params=sorted(DISK))
+def small_disk(request, tmp_path):
+    """(what, mount): a tmpfs of DISK[what] at tmp_path/disk (unmounted afterwards) for the Parquet path or the
+    checkpoint dir; skipped where mounting is not allowed."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={DISK[request.param]}", "tmpfs", str(mount)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    yield request.param, mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def _run(topic: str, bootstrap: str, parquet: str, checkpoint: str):
+    args = [f"--topic={topic}", f"--bootstrap-servers={bootstrap}", "--trigger=available-now",
+            f"--group-id=g-{topic}", "--sink=hits=parquet", f"--parquet-path={parquet}",
+            f"--checkpoint-dir={checkpoint}"]
+    options = PipelineOptions(args + runners.pipeline_args("prism", streaming=False))
+    pipeline = beam.Pipeline(options=options)
+    build_pipeline(pipeline, options)
+    return pipeline.run()
+
+
+def _visible_files(path):
+    """Every Parquet file a reader sees (pyarrow, DuckDB and Spark skip `_` folders and `.tmp` names)."""
+    return [f for f in path.rglob("*.parquet") if not any(part.startswith("_") for part in f.relative_to(path).parts)]
+
+
+def test_a_full_parquet_disk_fails_loudly_and_a_restart_writes_each_hit_once(kafka_bootstrap, topic_factory,
+                                                                            small_disk, tmp_path, capsys):
+    topic = topic_factory(partitions=3, prefix="full-disk")
+    report = produce(ProduceSpec(topic=topic, bootstrap_servers=kafka_bootstrap, count=HITS, partitions=3,
+                                 zipcodes=200, seed=19))
+    what, disk = small_disk
+    parquet = (disk if what == "parquet" else tmp_path) / "hits"
+    checkpoint = (disk if what == "checkpoint" else tmp_path) / "checkpoint"
+
+    started = time.monotonic()
+    result = _run(topic, kafka_bootstrap, str(parquet), str(checkpoint))
+    with pytest.raises(Exception) as failure:
+        result.wait_until_finish()
+    failed_after = time.monotonic() - started
+    message = str(failure.value)
+    files_when_full = _visible_files(parquet)
+    for file in files_when_full:  # whole files only: each reads to its footer
+        pq.read_table(file)
+    rows_when_full = len(parquet_coordinates(str(parquet)))
+
+    subprocess.run(["mount", "-o", f"remount,size={FREED}", str(disk)], check=True)
+    assert _run(topic, kafka_bootstrap, str(parquet), str(checkpoint)).wait_until_finish() == PipelineState.DONE
+    got = parquet_coordinates(str(parquet))
+    expected = {(partition, offset) for *_, partition, offset in report.events}
+    lost, duplicated = record_diff(got, expected)
+    print_figures(capsys, f"full disk under the {what} dir", 2, HITS, lost, duplicated,
+                  failed_after=f"{failed_after:.1f}s", files_when_full=len(files_when_full),
+                  rows_when_full=rows_when_full, disk=DISK[what])
+    assert result.state == PipelineState.FAILED
+    full = parquet if what == "parquet" else checkpoint
+    assert str(full) in message and f"[Errno {errno.ENOSPC}]" in message, message[-2000:]
+    assert 0 < rows_when_full < len(expected), "the disk filled mid-run"
+    assert (lost, duplicated) == (0, 0)
