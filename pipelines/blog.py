@@ -31,7 +31,8 @@ from pipelines.preflight import preflight
 from pipelines.sinks import SinkSettings, check_sink_choices, dead_letter_sinks, sink_for
 from pipelines.wait import WorkerDied, wait_for_job
 from runners.jars import java_kafka_expansion_service
-from transforms.checkpoint import AggregateCheckpoint, CountForCheckpointFn, QuerySpec
+from transforms.checkpoint import (AggregateCheckpoint, CountForCheckpointFn, QuerySpec, forget_save_failure,
+                                   save_failure)
 from transforms.directory_source import ReadFromDirectory
 from transforms.kafka_java import ReadFromKafkaJava
 from transforms.catalog import QUERIES
@@ -121,6 +122,7 @@ def _aggregate_checkpoint(hs: HitstreamOptions, settings: Settings) -> Tuple[Agg
         window = query.window_params()
         specs.append(QuerySpec(name, query.KEY_FIELD, window, keep_late=query.keeps_late))
     checkpoint = AggregateCheckpoint(os.path.abspath(hs.checkpoint_dir), tuple(specs))
+    forget_save_failure(checkpoint.directory)
     return checkpoint, checkpoint.seeds()
 
 
@@ -226,6 +228,11 @@ def run(argv=None, observe: Optional[Callable[[HitstreamOptions, str], Any]] = N
         return 1
     finally:
         query.close()
+    failure = save_failure(hs.checkpoint_dir) if hs.checkpoint_dir else None
+    if failure:  # the last saves of a bounded run come after its reads, so only the job's end can tell
+        print(f"hitstream run: {failure}. The file holds the last whole save; free space and run again on the same "
+              f"checkpoint dir: it goes on from there.", file=sys.stderr)
+        return 1
     if state is None:  # a streaming job stopped as asked
         return 0
     if settings.streaming:

@@ -29,6 +29,7 @@ process: Prism and the DirectRunner (LOOPBACK) are; on Flink, Spark and Dataflow
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -142,7 +143,11 @@ class AggregateCheckpoint:
             return counts
 
     def at_call_start(self, topic: str, partition: int, start: int, watermark: Tuple[int, int]) -> None:
-        """Called by the source as a read call for the partition begins at `start`, before it reads."""
+        """Called by the source as a read call for the partition begins at `start`, before it reads. Fails the
+        read, so the job, once a save has failed: going on would count what no checkpoint can keep."""
+        failure = save_failure(self.directory)
+        if failure:
+            raise OSError(failure)
         counts = self.counts(topic, partition, start, watermark)
         with _LOCK:
             # Behind: nothing was read in between (offsets with no record, such as transaction markers, or a first
@@ -169,10 +174,31 @@ class AggregateCheckpoint:
         def save() -> None:
             with counts.save_lock:
                 if end > counts.saved_offset:  # finalizations may run out of order
-                    write_atomically(path, document, temp=f"{path}.{os.getpid()}.tmp")
+                    temp = f"{path}.{os.getpid()}.tmp"
+                    try:
+                        write_atomically(path, document, temp=temp)
+                    except OSError as error:
+                        # The runner only logs a failed finalization, so keep the failure for the read to raise.
+                        # The file on disk is the last whole save: a restart replays from its offset.
+                        _SAVE_FAILURES.setdefault(self.directory, f"--checkpoint-dir: saving {path} failed: "
+                                                                  f"{error}")
+                        _LOGGER.error("%s", _SAVE_FAILURES[self.directory])
+                        with contextlib.suppress(OSError):
+                            os.remove(temp)
+                        return
                     counts.saved_offset = end
 
         return save
+
+
+def save_failure(directory: str) -> Optional[str]:
+    """Why a save into this checkpoint dir failed in this process (a full disk, say), or None."""
+    return _SAVE_FAILURES.get(os.path.abspath(directory))
+
+
+def forget_save_failure(directory: str) -> None:
+    """A new job on the dir starts from its files: an earlier job's failed save is not its own."""
+    _SAVE_FAILURES.pop(os.path.abspath(directory), None)
 
 
 def _add(table: Dict[tuple, list], key: tuple, n: int, earliest: Optional[int]) -> None:
@@ -236,6 +262,8 @@ def _well_formed(saved) -> bool:
 # (directory, topic, partition) -> PartitionCounts, shared by the read and the counter of one worker process.
 _REGISTRY: Dict[Tuple[str, str, int], PartitionCounts] = {}
 _LOCK = threading.Lock()
+# checkpoint dir -> why a save failed, for the read and the job's end to raise (see `save`).
+_SAVE_FAILURES: Dict[str, str] = {}
 
 
 class CountForCheckpointFn(beam.DoFn):

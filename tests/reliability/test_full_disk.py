@@ -1,5 +1,5 @@
 """A full disk under the Parquet path, and under the checkpoint dir (issue 19, part 2), on Prism against the real
-broker.
+broker. The checkpoint dir holds the Parquet sink's commit log and the aggregate checkpoint: each is tried.
 
 The Parquet path (or the checkpoint dir, which holds the Parquet sink's commit log) is a size-limited tmpfs that
 fills mid-run. The job must fail loudly, naming the path and the
@@ -20,8 +20,9 @@ from apache_beam.runners.runner import PipelineState
 
 import runners
 from hitstream.generator import ProduceSpec, produce
-from pipelines.blog import build_pipeline
-from tests.reliability.faults import parquet_coordinates, print_figures, record_diff
+from pipelines.blog import build_pipeline, run
+from tests.reliability.faults import (count_diff, parquet_coordinates, print_figures, record_diff, table_rows,
+                                      window_reference, window_rows)
 from tests.reliability.scale import scale
 
 pytestmark = pytest.mark.timeout(scale(300, 900))
@@ -95,3 +96,38 @@ def test_a_full_parquet_disk_fails_loudly_and_a_restart_writes_each_hit_once(kaf
     assert str(full) in message and f"[Errno {errno.ENOSPC}]" in message, message[-2000:]
     assert 0 < rows_when_full < len(expected), "the disk filled mid-run"
     assert (lost, duplicated) == (0, 0)
+
+
+def test_a_full_disk_under_the_aggregate_checkpoint_fails_the_run_and_a_restart_counts_each_hit_once(
+        kafka_bootstrap, topic_factory, tmp_path, capsys):
+    """The aggregate checkpoint's saves run when the runner finalizes a bundle, and the runner only logs a failed
+    finalization: the read must fail the job at its next call, and `hitstream run` at the job's end."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", str(mount)]).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        topic = topic_factory(partitions=3, prefix="full-disk-agg")
+        report = produce(ProduceSpec(topic=topic, bootstrap_servers=kafka_bootstrap, count=HITS, partitions=3,
+                                     zipcodes=200, seed=20))
+        url = f"sqlite:///{tmp_path / 'counts.db'}"
+        args = ["--runner", "prism", f"--topic={topic}", f"--bootstrap-servers={kafka_bootstrap}",
+                "--trigger=available-now", f"--group-id=g-{topic}", f"--checkpoint-dir={mount / 'checkpoint'}",
+                "--sink=zip_counts=jdbc:update", "--sink=zip_window_counts=jdbc:update", f"--jdbc-url={url}"]
+        capsys.readouterr()
+        first = run(args)
+        err = capsys.readouterr().err
+        subprocess.run(["mount", "-o", f"remount,size={FREED}", str(mount)], check=True)
+        second = run(args)
+        zip_got = dict(table_rows(url, "zip_test"))
+        windows_got = window_rows(url)
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+    windows_ref = window_reference(report.events)
+    zip_lost, zip_dup = count_diff(zip_got, dict(report.zip_counts))
+    win_lost, win_dup = count_diff(windows_got, windows_ref)
+    print_figures(capsys, "full disk under the aggregate checkpoint", 2, HITS, zip_lost + win_lost,
+                  zip_dup + win_dup, first_exit=first, second_exit=second, disk="16k")
+    assert first == 1 and str(mount / "checkpoint") in err and "No space left on device" in err, err[-2000:]
+    assert second == 0
+    assert zip_got == dict(report.zip_counts) and windows_got == windows_ref
