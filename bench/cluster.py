@@ -13,7 +13,6 @@ worker).
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import subprocess
 import sys
@@ -22,47 +21,13 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Dict
 
+from bench.procfs import process_roles, rss_bytes
 from bench.blog import produce_topic
 from bench.spark_blog import child_env
 from stack import kafka, mariadb
 
 RUNNERS = ("prism", "prism-cluster")
-
-
-def _processes(root: int) -> Dict[int, str]:
-    """pid -> role ("driver", "worker", "other") of `root` and its descendants."""
-    parents, commands = {}, {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as stat:
-                    parents[int(entry)] = int(stat.read().rsplit(")", 1)[1].split()[1])
-                with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
-                    commands[int(entry)] = cmdline.read().replace(b"\0", b" ").decode(errors="replace")
-            except (OSError, IndexError, ValueError):
-                continue
-    tree, frontier = {root}, [root]
-    while frontier:
-        pid = frontier.pop()
-        for child, parent in parents.items():
-            if parent == pid and child not in tree:
-                tree.add(child)
-                frontier.append(child)
-    roles = {}
-    for pid in tree:
-        command = commands.get(pid, "")
-        roles[pid] = "driver" if pid == root else "worker" if "sdk_worker_main" in command else "other"
-    return roles
-
-
-def _rss(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/statm") as statm:
-            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, IndexError):
-        return 0
 
 
 class PeakPerProcess:
@@ -75,9 +40,9 @@ class PeakPerProcess:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            for pid, role in _processes(self.root).items():
+            for pid, role in process_roles(self.root).items():
                 self.roles[pid] = role
-                self.peaks[pid] = max(self.peaks.get(pid, 0), _rss(pid))
+                self.peaks[pid] = max(self.peaks.get(pid, 0), rss_bytes(pid))
             self._stop.wait(0.2)
 
     def __enter__(self):

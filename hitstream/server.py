@@ -94,8 +94,11 @@ def _is_token(given: str) -> bool:
 
 
 def needs_token(host: str) -> bool:
-    """Whether a server bound to `host` (an address) asks for the token: on anything but loopback."""
-    return not ipaddress.ip_address(host).is_loopback
+    """Whether a server bound to `host` (an address or a name) asks for the token: on anything but loopback."""
+    try:
+        return not ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host != "localhost"
 
 
 def url(host: str, port: int, path: str = "/") -> str:

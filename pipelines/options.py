@@ -232,8 +232,8 @@ class HitstreamOptions(PipelineOptions):
         add("--dashboard", dest="dashboard", action="store_true", default=False,
             help="serve the live, read-only dashboard (default: off)")
         add("--dashboard-host", dest="dashboard_host", default="127.0.0.1",
-            help="address the dashboard and SQL server listen on; anything but loopback lets other machines in "
-                 "(default: 127.0.0.1)")
+            help="address the dashboard and SQL server listen on; anything but loopback lets other machines in, "
+                 "with the token in the URL printed at start (or $HITSTREAM_DASHBOARD_TOKEN) (default: 127.0.0.1)")
         add("--dashboard-port", dest="dashboard_port", type=int, default=4040,
             help="dashboard and SQL port (default: 4040)")
 
