@@ -49,8 +49,9 @@ def wait_for_job(result, exits, streaming: bool, run_seconds: float = 0) -> Opti
     stop = {"now": False}
     # After Beam's own filter, which gives the relayed lines Prism's levels (it was added when the job server started).
     logging.getLogger(PRISM_LOGGER).addFilter(_CANCEL_IS_NO_ERROR)
-    if streaming:
-        signal.signal(signal.SIGTERM, lambda signum, frame: stop.update(now=True))
+    if streaming:  # a stop asked for: cancel between two polls (a KeyboardInterrupt inside one breaks the channel)
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda signum, frame: stop.update(now=True))
     deadline = time.monotonic() + run_seconds if streaming and run_seconds else None
     try:
         # Poll the state: a portable result's wait_until_finish(duration) cannot be called twice (gRPC error 8).
@@ -88,6 +89,8 @@ def _cancel(result) -> None:
         result.cancel()
     except grpc.RpcError as error:
         _LOGGER.info("the job service did not take the cancel (%s): it has stopped already", error.code())
+    except ValueError as error:  # "Cannot invoke RPC on closed channel!": Beam closed it as the runner stopped
+        _LOGGER.info("the job service did not take the cancel (%s): it has stopped already", error)
 
 
 def _ended_within(exits, seconds: float) -> list:

@@ -38,7 +38,7 @@ pytestmark = pytest.mark.timeout(900)
 COUNT = 206_000  # ~200,000 valid and ~6,000 malformed
 DELAY_S = 600
 NIGHT_MS = 1773612000000  # 2026-03-15T22:00:00Z
-PRISM_RUNS = int(os.environ.get("HITSTREAM_STRESS_RUNS", scale(2, 10)))
+PRISM_RUNS = int(os.environ.get("HITSTREAM_STRESS_RUNS", scale(1, 10)))
 
 
 def slow_batch(rows, batch_id) -> None:
