@@ -10,7 +10,7 @@ Each run is `available-now` with hits -> Parquet, zip_counts and zip_window_coun
 zip_window_counts -> Parquet append, isp_counts -> Kafka update, dead letters -> Parquet and a topic, and a
 checkpoint dir. A run passes when every sink equals the reference and the window accounting metrics balance.
 
-Runs: `scale(2, 10)` on Prism (HITSTREAM_STRESS_RUNS overrides), `scale(1, 5)` on the direct runner, and
+Runs: `scale(1, 10)` on Prism (HITSTREAM_STRESS_RUNS overrides), `scale(1, 5)` on the direct runner, and
 `scale(1, 2)` on Prism with a deliberately slow foreach sink (50 ms per batch) to shake the timing.
 """
 from __future__ import annotations
