@@ -13,12 +13,17 @@ import time
 import uuid
 from typing import Dict, Iterator, List, Set, Tuple
 
+import apache_beam as beam
 import duckdb
 import orjson
 import pyarrow as pa
 import sqlalchemy as sa
 from confluent_kafka import Consumer, TopicPartition
 
+from apache_beam.options.pipeline_options import PipelineOptions
+
+import runners
+from pipelines.blog import build_pipeline
 from stack.process import wait_for as wait_until  # noqa: F401 (the fault tests poll their sinks with it)
 
 UTC = datetime.timezone.utc
@@ -186,3 +191,11 @@ def print_figures(capsys, fault: str, runs: int, produced: int, lost: int, dupli
     with capsys.disabled():
         print(f"\nFAULT {fault}: runs={runs} produced={produced} lost={lost} duplicated={duplicated}{extra}",
               flush=True)
+
+
+def start_on_prism(args: List[str], streaming: bool = False):
+    """The blog's pipeline built from `args` (hitstream run's options) and submitted to Prism: the running result."""
+    options = PipelineOptions(list(args) + runners.pipeline_args("prism", streaming=streaming))
+    pipeline = beam.Pipeline(options=options)
+    build_pipeline(pipeline, options)
+    return pipeline.run()

@@ -12,17 +12,14 @@ import errno
 import subprocess
 import time
 
-import apache_beam as beam
 import pyarrow.parquet as pq
 import pytest
-from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.runner import PipelineState
 
-import runners
 from hitstream.generator import ProduceSpec, produce
-from pipelines.blog import build_pipeline, run
-from tests.reliability.faults import (count_diff, parquet_coordinates, print_figures, record_diff, table_rows,
-                                      window_reference, window_rows)
+from pipelines.blog import run
+from tests.reliability.faults import (count_diff, parquet_coordinates, print_figures, record_diff, start_on_prism,
+                                      table_rows, window_reference, window_rows)
 from tests.reliability.scale import scale
 
 pytestmark = pytest.mark.timeout(scale(300, 900))
@@ -49,13 +46,9 @@ def small_disk(request, tmp_path):
 
 
 def _run(topic: str, bootstrap: str, parquet: str, checkpoint: str):
-    args = [f"--topic={topic}", f"--bootstrap-servers={bootstrap}", "--trigger=available-now",
-            f"--group-id=g-{topic}", "--sink=hits=parquet", f"--parquet-path={parquet}",
-            f"--checkpoint-dir={checkpoint}"]
-    options = PipelineOptions(args + runners.pipeline_args("prism", streaming=False))
-    pipeline = beam.Pipeline(options=options)
-    build_pipeline(pipeline, options)
-    return pipeline.run()
+    return start_on_prism([f"--topic={topic}", f"--bootstrap-servers={bootstrap}", "--trigger=available-now",
+                           f"--group-id=g-{topic}", "--sink=hits=parquet", f"--parquet-path={parquet}",
+                           f"--checkpoint-dir={checkpoint}"])
 
 
 def _visible_files(path):

@@ -18,21 +18,17 @@ import collections
 import random
 import uuid
 
-import apache_beam as beam
 import duckdb
 import orjson
 import pyarrow.parquet as pq
 import pytest
-from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.runner import PipelineState
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
-import runners
-from pipelines.blog import build_pipeline
 from tests.reliability import fuzz
 from tests.reliability.faults import (consume_all, count_diff, print_figures, record_diff, scratch_database,
-                                      table_rows, window_reference)
+                                      start_on_prism, table_rows, window_reference)
 from tests.reliability.scale import scale
 from transforms.sinks.kafka import DEAD_LETTER_MAX_MESSAGE_BYTES
 
@@ -75,12 +71,8 @@ def topics(kafka_bootstrap):
 
 
 def _run_available_now(topic: str, bootstrap: str, *extra: str):
-    args = [f"--topic={topic}", f"--bootstrap-servers={bootstrap}", "--trigger=available-now",
-            f"--group-id=g-{topic}", *extra]
-    options = PipelineOptions(list(args) + runners.pipeline_args("prism", streaming=False))
-    pipeline = beam.Pipeline(options=options)
-    build_pipeline(pipeline, options)
-    return pipeline.run()
+    return start_on_prism([f"--topic={topic}", f"--bootstrap-servers={bootstrap}", "--trigger=available-now",
+                           f"--group-id=g-{topic}", *extra])
 
 
 def _parquet_dead_letters(path: str) -> list:
