@@ -245,6 +245,7 @@ def test_a_commit_log_line_that_is_not_a_commit_is_refused_and_a_torn_tail_is_no
         assert says in str(refused.value) and str(log) in str(refused.value), refused.value
         with pytest.raises(ValueError, match="new checkpoint dir"):
             WriteToParquet(str(tmp_path / "hits"))  # the sink, when the pipeline is built
-        with pytest.raises(ValueError, match="new checkpoint dir"):
+        with pytest.raises(ValueError, match="new checkpoint dir") as caught:
             writer.write_rows([hit(0, 2)], 1)  # a running writer, as it catches up with the log
+        assert "line 2 is whole" in str(caught.value)  # the file's line, though the writer had read line 1 before
     assert len(coordinates(tmp_path / "hits")) == 2  # nothing was written past a broken log

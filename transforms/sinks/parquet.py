@@ -153,11 +153,11 @@ def _json_default(value):
     raise TypeError(f"not JSON: {value!r}")
 
 
-def log_entries(log_path: str, data: bytes) -> List[dict]:
-    """The transactions of a log's whole lines; ValueError, naming the file and the line, for one that is not a
-    transaction this sink wrote."""
+def log_entries(log_path: str, data: bytes, first_line: int = 1) -> List[dict]:
+    """The transactions of a log's whole lines (`data` starts at line `first_line`); ValueError, naming the file and
+    the line, for one that is not a transaction this sink wrote."""
     entries = []
-    for number, line in enumerate(data.splitlines(), start=1):
+    for number, line in enumerate(data.splitlines(), start=first_line):
         if not line.strip():
             continue
         try:
@@ -171,15 +171,19 @@ def log_entries(log_path: str, data: bytes) -> List[dict]:
     return entries
 
 
-def check_log(log_dir: str) -> None:
-    """Refuse, before the job starts, a commit log that `log_entries` would refuse (see the module docstring)."""
-    log_path = os.path.join(log_dir, LOG_NAME)
+def read_log(log_path: str) -> List[dict]:
+    """Every transaction of the log's whole lines ([] when there is no log yet); `log_entries` refuses a bad one."""
     try:
         with open(log_path, "rb") as log:
             data = log.read()
     except FileNotFoundError:
-        return
-    log_entries(log_path, data[:data.rfind(b"\n") + 1])
+        return []
+    return log_entries(log_path, data[:data.rfind(b"\n") + 1])
+
+
+def check_log(log_dir: str) -> None:
+    """Refuse, before the job starts, a commit log that `log_entries` would refuse (see the module docstring)."""
+    read_log(os.path.join(log_dir, LOG_NAME))
 
 
 def _broken_log(log_path: str, number: int, why: str) -> str:
@@ -226,6 +230,7 @@ class CommitLog:
         self._offsets: Dict[Tuple[str, int], OffsetRanges] = {}
         self._keys: set = set()
         self._read_at = 0
+        self._lines_read = 0  # the lines below _read_at, so that an error names the file's own line number
         self._read_inode: Optional[int] = None
         self._txns_since_compaction = 0
         self._thread_lock = threading.Lock()
@@ -255,7 +260,7 @@ class CommitLog:
         except FileNotFoundError:
             return
         if stat.st_ino != self._read_inode or stat.st_size < self._read_at:
-            self._offsets, self._keys, self._read_at = {}, set(), 0
+            self._offsets, self._keys, self._read_at, self._lines_read = {}, set(), 0, 0
             self._read_inode = stat.st_ino
         if stat.st_size == self._read_at:
             return
@@ -263,10 +268,11 @@ class CommitLog:
             log.seek(self._read_at)
             data = log.read()
         end = data.rfind(b"\n") + 1  # a torn last line is a transaction that never committed
-        for entry in log_entries(self.log_path, data[:end]):
+        for entry in log_entries(self.log_path, data[:end], first_line=self._lines_read + 1):
             self._apply(entry)
             self._txns_since_compaction += 1
         self._read_at += end
+        self._lines_read += data.count(b"\n", 0, end)
         if end < len(data):
             self._truncate_torn_tail(self._read_at)
 
@@ -287,12 +293,7 @@ class CommitLog:
 
     def entries(self) -> List[dict]:
         """Every complete line of the log (for recovery)."""
-        try:
-            with open(self.log_path, "rb") as log:
-                data = log.read()
-        except FileNotFoundError:
-            return []
-        return log_entries(self.log_path, data[:data.rfind(b"\n") + 1])
+        return read_log(self.log_path)
 
     def committed(self, row: tuple) -> bool:
         """Whether `row` (by Kafka coordinates, else by idempotency key) is already in the files."""
