@@ -2,9 +2,11 @@
 
     python -m bench.spark_blog --count 1000000          # produce 1M hits (8 partitions), run, print the table
     python -m bench.spark_blog --topic T --count N      # reuse a topic that holds N messages
+    python -m bench.spark_blog --workload core --count 200000   # the blog core on bench.reference's input
 
 pyspark (`pip install -e '.[spark]'`) with the spark-sql-kafka-0-10 jars from Maven Central (bench/spark_jars.py),
-`local[2]`, every query with `Trigger.AvailableNow`, the blog's queries and sinks:
+`local[2]`, every query with `Trigger.AvailableNow` from the earliest offset. Two workloads. `blog`
+(`run_spark_blog()`), the blog's queries and sinks:
 
 | query | sink | mode |
 |---|---|---|
@@ -13,28 +15,44 @@ pyspark (`pip install -e '.[spark]'`) with the spark-sql-kafka-0-10 jars from Ma
 | zip_counts | Kafka output topic, key zipcode, value JSON {"zipcode", "count"} | update |
 | zip_window_counts | memory table `zip_window_counts`, window(hittime, 10 min, 5 min, 2 min) | complete |
 
-As in the blog, each sink is its own streaming query, so Spark reads the topic once per query (four times); the
-four run at the same time. `spark.sql.shuffle.partitions` is 2 (the default 200 makes every stateful batch run 200
-state-store tasks on 2 cores, which would be an unfair handicap).
+`core` (`run_spark_core()`), the blog core every contender runs (contract in bench/peers/__init__.py, checked by
+bench/reference.py), all to Kafka topics of the caller's:
+
+| query | sink | mode |
+|---|---|---|
+| dead letters: the raw value of each message the parse refuses | dead-letter topic | append |
+| zip_counts | zip topic, JSON {"zipcode", "count"} | update |
+| zip_window_counts, watermark 10 min | window topic, JSON {"zipcode", "count", "window_start", "window_end"} | update |
+
+Both counts are keyed by zipcode; the window bounds are ISO-8601 UTC with milliseconds and Z
+(`2026-03-15T22:02:00.000Z`). In update mode Spark writes a message per changed key per micro-batch, so the last
+message per key is the final count.
+
+As in the blog, each sink is its own streaming query, so Spark reads the topic once per query (four times, three for
+the core); they run at the same time. `spark.sql.shuffle.partitions` is 2 (the default 200 makes every stateful
+batch run 200 state-store tasks on 2 cores, which would be an unfair handicap).
 
 The parse applies hitstream's data contract (SPEC "Data contract"), so both systems count the same rows: valid
 UTF-8, a JSON object, `hittime` a string with Z or an offset or an integer of epoch ms (years 1..9999), `zipcode` a
 non-empty string, the optional fields strings or null. `from_json` alone would coerce `"zipcode": 94107` to the
 string "94107", so each field is read as a VARIANT and its JSON type checked with `schema_of_variant`.
 
-`run_spark_blog()` runs Spark in a child process (a fresh JVM each time, as `spark-submit` would) and samples the
-RSS of that whole process tree (the Python driver, the launcher and the JVM). `seconds` is the wall time of the
+Both workloads run Spark in a child process (a fresh JVM each time, as `spark-submit` would) and sample the RSS of
+that whole process tree (the Python driver, the launcher and the JVM). `seconds` is the wall time of the
 queries, from their start to the last one's end, without the session start-up (reported apart as
 `startup_seconds`); events/s is the topic's message count over `seconds`.
 
-Measured on 2026-11-24 on the 2-core dev machine, while other test suites shared it (load average 5 to 9, so these
-are low): 200k hits, median of 3: 3,987 events/s (35 to 51 s), peak RSS 1.9 GB; 1M hits: 7,560 events/s (132 s),
-peak RSS 2.3 GB; 1M with --lenient-parse: 10,002 events/s, 2.8 GB. Session start-up 10 to 17 s on top.
+Blog workload, measured on 2026-11-24 on the 2-core dev machine, while other test suites shared it (load average 5
+to 9, so these are low): 200k hits, median of 3: 3,987 events/s (35 to 51 s), peak RSS 1.9 GB; 1M hits: 7,560
+events/s (132 s), peak RSS 2.3 GB; 1M with --lenient-parse: 10,002 events/s, 2.8 GB. Session start-up 10 to 17 s on
+top. Core workload, one run on 2026-12-06 at load average ~6 (rough): 200k hits, 3,674 events/s (54 s), peak RSS
+0.9 GB.
 """
 from __future__ import annotations
 
 import argparse
 import collections
+import dataclasses
 import json
 import os
 import subprocess
@@ -49,6 +67,7 @@ from typing import Optional
 REPO = Path(__file__).resolve().parents[1]
 
 WINDOW_SIZE, WINDOW_PERIOD, WINDOW_OFFSET = "10 minutes", "5 minutes", "2 minutes"
+WATERMARK_DELAY = "10 minutes"
 OPTIONAL_FIELDS = ("isp", "ip", "city", "state", "country", "user_id", "url")
 _JSON_SCHEMA = ", ".join(f"{name} VARIANT" for name in ("hittime", "zipcode") + OPTIONAL_FIELDS)
 _INT_TYPES = "('TINYINT', 'SMALLINT', 'INT', 'BIGINT')"
@@ -95,26 +114,25 @@ def read_kafka(spark, bootstrap: str, topic: str, stream: bool = True):
     return reader.load()
 
 
-def parse_hits(raw, strict: bool = True):
-    """Kafka rows -> hits: hittime (TIMESTAMP, UTC), zipcode, the optional fields, day, topic, partition, offset,
-    kafka_timestamp. Rows that break the data contract are left out (hitstream dead-letters them).
+_KAFKA_COLUMNS = ("topic", "partition", "offset", "kafka_timestamp")
 
-    strict=False is the plain blog-style parse, from_json with a STRING schema: about 3x cheaper, but it takes a
-    mistyped field as its JSON text (`"zipcode": 94107` counts as zipcode "94107") and a naive ISO time as UTC.
-    """
+
+def _contract(raw, strict: bool):
+    """Kafka rows -> (typed, valid): `typed` holds hittime (TIMESTAMP, UTC), zipcode, the optional fields, the raw
+    `value` and the Kafka metadata; `valid` (never null, so hits and dead letters split the input exactly) tells
+    whether the row keeps the data contract."""
     from pyspark.sql import functions as F
 
+    meta = ["topic", "partition", "offset", F.col("timestamp").alias("kafka_timestamp"), "value"]
     if not strict:
         schema = ", ".join(f"{name} STRING" for name in ("hittime", "zipcode") + OPTIONAL_FIELDS)
-        j = raw.select(F.from_json(F.col("value").cast("string"), schema).alias("j"), "topic", "partition", "offset",
-                       F.col("timestamp").alias("kafka_timestamp"))
+        j = raw.select(F.from_json(F.col("value").cast("string"), schema).alias("j"), *meta)
         hittime = F.coalesce(F.expr("try_to_timestamp(j.hittime)"),
                              F.expr("timestamp_millis(try_cast(j.hittime AS BIGINT))"))
-        return j.select(hittime.alias("hittime"), "j.zipcode", *[f"j.{name}" for name in OPTIONAL_FIELDS],
-                        "topic", "partition", "offset", "kafka_timestamp") \
-            .where("hittime IS NOT NULL AND zipcode IS NOT NULL AND zipcode <> ''") \
-            .select("hittime", "zipcode", *OPTIONAL_FIELDS, F.date_format("hittime", "yyyy-MM-dd").alias("day"),
-                    "topic", "partition", "offset", "kafka_timestamp")
+        typed = j.select(hittime.alias("hittime"), "j.zipcode", *[f"j.{name}" for name in OPTIONAL_FIELDS],
+                         *_KAFKA_COLUMNS, "value")
+        valid = F.col("hittime").isNotNull() & F.col("zipcode").isNotNull() & (F.col("zipcode") != "")
+        return typed, F.coalesce(valid, F.lit(False))
 
     # Each projection carries a non-deterministic column (`_fence`, the partition id), so the optimizer can neither
     # push the validity filter below it nor merge it with the next one. Pushed down, the filter would run one
@@ -122,8 +140,7 @@ def parse_hits(raw, strict: bool = True):
     fields = raw.select(
         F.expr("is_valid_utf8(value)").alias("utf8"),
         F.from_json(F.col("value").cast("string"), _JSON_SCHEMA).alias("j"),
-        "topic", "partition", "offset", F.col("timestamp").alias("kafka_timestamp"),
-        F.spark_partition_id().alias("_fence"))
+        *meta, F.spark_partition_id().alias("_fence"))
     hittime = F.expr(f"""
         CASE schema_of_variant(j.hittime)
           WHEN 'STRING' THEN
@@ -141,13 +158,31 @@ def parse_hits(raw, strict: bool = True):
     typed = fields.select(
         hittime.alias("hittime"), zipcode.alias("zipcode"),
         *[F.expr(f"try_variant_get(j.{name}, '$', 'string')").alias(name) for name in OPTIONAL_FIELDS],
-        "topic", "partition", "offset", "kafka_timestamp", F.col("utf8").alias("_utf8"),
+        *_KAFKA_COLUMNS, "value", F.col("utf8").alias("_utf8"),
         F.expr(optional_ok).alias("_optional_ok"), (F.col("_fence") + F.spark_partition_id()).alias("_fence"))
     valid = (F.col("_fence") >= 0) & F.col("_utf8") & F.col("_optional_ok") & F.col("hittime").isNotNull() \
         & F.col("zipcode").isNotNull() & (F.col("zipcode") != "")
-    return typed.where(valid).select(
-        "hittime", "zipcode", *OPTIONAL_FIELDS, F.date_format("hittime", "yyyy-MM-dd").alias("day"),
-        "topic", "partition", "offset", "kafka_timestamp")
+    return typed, F.coalesce(valid, F.lit(False))
+
+
+def parse_hits(raw, strict: bool = True):
+    """Kafka rows -> hits: hittime (TIMESTAMP, UTC), zipcode, the optional fields, day, topic, partition, offset,
+    kafka_timestamp. Rows that break the data contract are left out (hitstream dead-letters them).
+
+    strict=False is the plain blog-style parse, from_json with a STRING schema: about 3x cheaper, but it takes a
+    mistyped field as its JSON text (`"zipcode": 94107` counts as zipcode "94107") and a naive ISO time as UTC.
+    """
+    from pyspark.sql import functions as F
+
+    typed, valid = _contract(raw, strict)
+    return typed.where(valid).select("hittime", "zipcode", *OPTIONAL_FIELDS,
+                                     F.date_format("hittime", "yyyy-MM-dd").alias("day"), *_KAFKA_COLUMNS)
+
+
+def dead_letters(raw, strict: bool = True):
+    """Kafka rows -> the raw `value` of each row that breaks the data contract (what hitstream dead-letters)."""
+    typed, valid = _contract(raw, strict)
+    return typed.where(~valid).select("value")
 
 
 def zip_counts(hits):
@@ -209,6 +244,45 @@ class JdbcCompleteWriter:
             return {zip_: int(count) for zip_, count in cur.fetchall()}
 
 
+def _writer(frame, name: str, mode: str, checkpoints: Path):
+    """The writer of one query of a run: named, a checkpoint of its own, Trigger.AvailableNow."""
+    return frame.writeStream.queryName(name).outputMode(mode) \
+        .option("checkpointLocation", str(checkpoints / name)).trigger(availableNow=True)
+
+
+def _to_kafka(frame, name: str, mode: str, checkpoints: Path, bootstrap: str, topic: str):
+    return _writer(frame, name, mode, checkpoints).format("kafka") \
+        .option("kafka.bootstrap.servers", bootstrap).option("topic", topic).start()
+
+
+def _keyed_json(frame, *fields):
+    """Kafka key zipcode, value the JSON object of `fields` (column names or aliased expressions)."""
+    from pyspark.sql import functions as F
+
+    return frame.select(F.col("zipcode").alias("key"), F.to_json(F.struct(*fields)).alias("value"))
+
+
+def _await_all(queries: list, started: float) -> dict:
+    """Wait for every query; seconds from `started` to the last one's end, and per query its input rows and where
+    its time went (Spark's StreamingQueryProgress.durationMs, summed over its batches)."""
+    for query in queries:
+        query.awaitTermination()
+    seconds = time.perf_counter() - started
+    for query in queries:
+        if query.exception() is not None:
+            raise RuntimeError(f"spark query {query.name} failed: {query.exception()}")
+    durations = {}
+    for query in queries:
+        phases: dict = {}
+        for progress in query.recentProgress:
+            for phase, ms in progress["durationMs"].items():
+                phases[phase] = phases.get(phase, 0) + ms
+        durations[query.name] = phases
+    return {"seconds": seconds,
+            "input_rows": {q.name: sum(p["numInputRows"] for p in q.recentProgress) for q in queries},
+            "duration_ms": durations}
+
+
 def run_queries(spark, bootstrap: str, topic: str, workdir: str, jdbc_url: Optional[str] = None,
                 jdbc_table: str = DEFAULT_JDBC_TABLE, output_topic: Optional[str] = None, strict: bool = True) -> dict:
     """Start the blog's four streaming queries with availableNow, wait for all, and return timings and row counts."""
@@ -228,51 +302,52 @@ def run_queries(spark, bootstrap: str, topic: str, workdir: str, jdbc_url: Optio
     windows = zip_window_counts(hits)
     started = time.perf_counter()
     queries = [
-        hits.writeStream.queryName("hits").format("parquet").outputMode("append")
-        .partitionBy("zipcode", "day").option("path", str(hits_path))
-        .option("checkpointLocation", str(checkpoints / "hits")).trigger(availableNow=True).start(),
-        counts.selectExpr("zipcode AS key", "to_json(struct(zipcode, count)) AS value")
-        .writeStream.queryName("zip_counts_kafka").format("kafka").outputMode("update")
-        .option("kafka.bootstrap.servers", bootstrap).option("topic", output_topic)
-        .option("checkpointLocation", str(checkpoints / "zip_counts_kafka")).trigger(availableNow=True).start(),
-        windows.writeStream.queryName("zip_window_counts").format("memory").outputMode("complete")
-        .option("checkpointLocation", str(checkpoints / "zip_window_counts")).trigger(availableNow=True).start(),
+        _writer(hits, "hits", "append", checkpoints).format("parquet").partitionBy("zipcode", "day")
+        .option("path", str(hits_path)).start(),
+        _to_kafka(_keyed_json(counts, "zipcode", "count"), "zip_counts_kafka", "update", checkpoints, bootstrap,
+                  output_topic),
+        _writer(windows, "zip_window_counts", "complete", checkpoints).format("memory").start(),
     ]
     if jdbc:
-        queries.append(counts.writeStream.queryName("zip_counts_jdbc").outputMode("complete").foreachBatch(jdbc)
-                       .option("checkpointLocation", str(checkpoints / "zip_counts_jdbc"))
-                       .trigger(availableNow=True).start())
-    for query in queries:
-        query.awaitTermination()
-    seconds = time.perf_counter() - started
-    for query in queries:
-        if query.exception() is not None:
-            raise RuntimeError(f"spark query {query.name} failed: {query.exception()}")
-    input_rows = {q.name: sum(p["numInputRows"] for p in q.recentProgress) for q in queries}
-    # Where each query's time went (Spark's StreamingQueryProgress.durationMs, summed over its batches).
-    durations = {}
-    for query in queries:
-        phases: dict = {}
-        for progress in query.recentProgress:
-            for phase, ms in progress["durationMs"].items():
-                phases[phase] = phases.get(phase, 0) + ms
-        durations[query.name] = phases
-    result = {
-        "seconds": seconds,
-        "input_rows": input_rows,
-        "duration_ms": durations,
-        "rows": {
-            "hits_parquet": spark.read.parquet(str(hits_path)).count(),
-            "zip_window_counts_memory": spark.sql("SELECT count(*) FROM zip_window_counts").first()[0],
-            "kafka_messages": _topic_message_count(bootstrap, output_topic),
-        },
-        "output_topic": output_topic,
-        "parse": "strict" if strict else "lenient",
-    }
+        queries.append(_writer(counts, "zip_counts_jdbc", "complete", checkpoints).foreachBatch(jdbc).start())
+    result = _await_all(queries, started)
+    result.update(rows={"hits_parquet": spark.read.parquet(str(hits_path)).count(),
+                        "zip_window_counts_memory": spark.sql("SELECT count(*) FROM zip_window_counts").first()[0],
+                        "kafka_messages": _topic_message_count(bootstrap, output_topic)},
+                  output_topic=output_topic, parse="strict" if strict else "lenient")
     if jdbc:
         table = jdbc.table_rows()
         result["rows"]["zip_counts_jdbc"] = len(table)
         result["rows"]["zip_counts_jdbc_total"] = sum(table.values())
+    return result
+
+
+def run_core_queries(spark, bootstrap: str, topic: str, zip_topic: str, window_topic: str, dead_letter_topic: str,
+                     workdir: str) -> dict:
+    """Start the blog core's three streaming queries with availableNow (strict parse), wait for all, and return
+    timings and the output topics' message counts."""
+    from pyspark.sql import functions as F
+
+    checkpoints = Path(workdir) / "checkpoints"
+    raw = read_kafka(spark, bootstrap, topic)
+    hits = parse_hits(raw)
+    # The blog's watermark; the input is at most minutes out of order, so no hit is late.
+    windows = zip_window_counts(hits.withWatermark("hittime", WATERMARK_DELAY))
+    iso = "yyyy-MM-dd'T'HH:mm:ss.SSS'Z'"  # the session's time zone is UTC, so the literal Z is true
+    started = time.perf_counter()
+    queries = [
+        _to_kafka(dead_letters(raw), "dead_letters", "append", checkpoints, bootstrap, dead_letter_topic),
+        _to_kafka(_keyed_json(zip_counts(hits), "zipcode", "count"), "zip_counts_kafka", "update", checkpoints,
+                  bootstrap, zip_topic),
+        _to_kafka(_keyed_json(windows, "zipcode", "count", F.date_format("window_start", iso).alias("window_start"),
+                              F.date_format("window_end", iso).alias("window_end")),
+                  "zip_window_counts_kafka", "update", checkpoints, bootstrap, window_topic),
+    ]
+    result = _await_all(queries, started)
+    result.update(rows={"dead_letters": _topic_message_count(bootstrap, dead_letter_topic),
+                        "zip_counts_kafka": _topic_message_count(bootstrap, zip_topic),
+                        "zip_window_counts_kafka": _topic_message_count(bootstrap, window_topic)},
+                  parse="strict")
     return result
 
 
@@ -353,30 +428,18 @@ class PeakRss:
         return self.peak / 2 ** 20
 
 
-def run_spark_blog(bootstrap: str, topic: str, workdir: str, jdbc_url: Optional[str] = "default",
-                   strict: bool = True, timeout: float = 1800) -> dict:
-    """Run the blog's queries on Spark over `topic` (available-now) in a fresh child process.
-
-    Returns events_per_second (the topic's messages over `seconds`), seconds (query wall time), startup_seconds,
-    wall_seconds (the child's whole life, JVM start included), peak_rss_mb (Python driver + JVM), and rows (per
-    sink). jdbc_url "default" is the local stack's MariaDB; None leaves the JDBC sink out.
-    """
-    if jdbc_url == "default":
-        from stack import mariadb
-        jdbc_url = mariadb.url()
+def _run_child(bootstrap: str, topic: str, workdir: str, workload_args: list, timeout: float) -> dict:
+    """Run one workload in a fresh `--child` process over `topic`, sampling its tree's RSS; its result plus events,
+    events_per_second, peak_rss_mb and wall_seconds."""
     Path(workdir).mkdir(parents=True, exist_ok=True)
     result_path = Path(workdir) / f"spark-result-{uuid.uuid4().hex}.json"
     cmd = [sys.executable, "-m", "bench.spark_blog", "--child", "--bootstrap-servers", bootstrap, "--topic", topic,
-           "--workdir", str(Path(workdir) / f"run-{uuid.uuid4().hex[:8]}"), "--result", str(result_path)]
-    if jdbc_url:
-        cmd += ["--jdbc-url", jdbc_url]
-    if not strict:
-        cmd.append("--lenient-parse")
-    env = child_env()
+           "--workdir", str(Path(workdir) / f"run-{uuid.uuid4().hex[:8]}"), "--result", str(result_path),
+           *workload_args]
     started = time.perf_counter()
     log_path = Path(workdir) / "spark-child.log"
     with open(log_path, "wb") as log:
-        child = subprocess.Popen(cmd, cwd=str(REPO), env=env, stdout=log, stderr=subprocess.STDOUT)
+        child = subprocess.Popen(cmd, cwd=str(REPO), env=child_env(), stdout=log, stderr=subprocess.STDOUT)
         with PeakRss(child.pid) as rss:
             try:
                 code = child.wait(timeout)
@@ -395,13 +458,49 @@ def run_spark_blog(bootstrap: str, topic: str, workdir: str, jdbc_url: Optional[
     return result
 
 
+def run_spark_blog(bootstrap: str, topic: str, workdir: str, jdbc_url: Optional[str] = "default",
+                   strict: bool = True, timeout: float = 1800) -> dict:
+    """Run the blog's queries on Spark over `topic` (available-now) in a fresh child process.
+
+    Returns events_per_second (the topic's messages over `seconds`), seconds (query wall time), startup_seconds,
+    wall_seconds (the child's whole life, JVM start included), peak_rss_mb (Python driver + JVM), and rows (per
+    sink). jdbc_url "default" is the local stack's MariaDB; None leaves the JDBC sink out.
+    """
+    if jdbc_url == "default":
+        from stack import mariadb
+        jdbc_url = mariadb.url()
+    # Always passed: the child's own default ("default") is not a URL.
+    workload_args = ["--workload", "blog", "--jdbc-url", jdbc_url or "none"]
+    if not strict:
+        workload_args.append("--lenient-parse")
+    return _run_child(bootstrap, topic, workdir, workload_args, timeout)
+
+
+def run_spark_core(bootstrap: str, topic: str, zip_topic: str, window_topic: str, dead_letter_topic: str,
+                   workdir: str, timeout: float = 1800) -> dict:
+    """Run the blog core on Spark over `topic` (available-now) in a fresh child process, writing the three output
+    topics (made with one partition unless they exist). The same figures as run_spark_blog; rows counts the
+    messages of each output topic."""
+    from hitstream.generator import ensure_topic
+
+    for output in (zip_topic, window_topic, dead_letter_topic):
+        ensure_topic(bootstrap, output, 1)
+    return _run_child(bootstrap, topic, workdir, ["--workload", "core", "--zip-topic", zip_topic, "--window-topic",
+                                                  window_topic, "--dead-letter-topic", dead_letter_topic], timeout)
+
+
 def _child(args) -> None:
     started = time.perf_counter()
     spark = spark_session()
     startup = time.perf_counter() - started
     try:
-        result = run_queries(spark, args.bootstrap_servers, args.topic, args.workdir, jdbc_url=args.jdbc_url,
-                             strict=not args.lenient_parse)
+        if args.workload == "core":
+            result = run_core_queries(spark, args.bootstrap_servers, args.topic, args.zip_topic, args.window_topic,
+                                      args.dead_letter_topic, args.workdir)
+        else:
+            result = run_queries(spark, args.bootstrap_servers, args.topic, args.workdir,
+                                 jdbc_url=None if args.jdbc_url == "none" else args.jdbc_url,
+                                 strict=not args.lenient_parse)
     finally:
         spark.stop()
     result["startup_seconds"] = startup
@@ -428,7 +527,7 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bootstrap-servers", default="127.0.0.1:9092")
     parser.add_argument("--count", type=int, default=1_000_000, help="hits to produce (default: 1M)")
-    parser.add_argument("--partitions", type=int, default=8)
+    parser.add_argument("--partitions", type=int, default=8, help="of the produced blog topic (the core's has 8)")
     parser.add_argument("--topic", default=None, help="an existing topic to read instead of producing one")
     parser.add_argument("--repeat", type=int, default=1, help="runs over the same topic; the median is shown")
     parser.add_argument("--workdir", default=None, help="checkpoints, Parquet output (default: a temp dir)")
@@ -437,31 +536,53 @@ def main(argv=None) -> None:
     parser.add_argument("--lenient-parse", action="store_true",
                         help="from_json with a STRING schema instead of the exact data contract (faster; takes "
                              "mistyped fields as text)")
+    parser.add_argument("--workload", choices=("blog", "core"), default="blog",
+                        help="blog: the blog's four queries and sinks (default); core: the blog core, three Kafka "
+                             "outputs (produces bench.reference's input when no --topic is given)")
+    for name in ("zip", "window", "dead-letter"):
+        parser.add_argument(f"--{name}-topic", default=None,
+                            help=f"core: the {name} output topic (default: a new one per run)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--result", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.workload == "core" and args.lenient_parse:
+        parser.error("the blog core's dead letters need the strict parse; --lenient-parse is for --workload blog")
     if args.child:
         _child(args)
         return
     jdbc_url = None if args.jdbc_url == "none" else args.jdbc_url
     topic = args.topic
     if topic is None:
-        report = produce_bench_topic(args.bootstrap_servers, args.count, args.partitions)
+        if args.workload == "core":
+            from bench.reference import blog_core_spec
+            from hitstream.generator import produce
+
+            spec = blog_core_spec(f"bench-core-{uuid.uuid4().hex[:8]}", args.count, args.bootstrap_servers)
+            report = produce(dataclasses.replace(spec, keep_events=False))
+        else:
+            report = produce_bench_topic(args.bootstrap_servers, args.count, args.partitions)
         topic = report.topic
         print(f"produced {report.produced} messages ({report.malformed} malformed) to {topic} "
               f"in {report.seconds:.1f}s", flush=True)
     with tempfile.TemporaryDirectory(prefix="hitstream-spark-bench-", dir=args.workdir) as work:
         runs = []
         for i in range(args.repeat):
-            runs.append(run_spark_blog(args.bootstrap_servers, topic, str(Path(work) / f"r{i}"), jdbc_url=jdbc_url,
-                                       strict=not args.lenient_parse))
+            run_dir = str(Path(work) / f"r{i}")
+            if args.workload == "core":
+                outputs = {f"{name}_topic": getattr(args, f"{name}_topic")
+                           or f"{topic}-spark-{name.replace('_', '-')}-{uuid.uuid4().hex[:8]}"
+                           for name in ("zip", "window", "dead_letter")}
+                runs.append(run_spark_core(args.bootstrap_servers, topic, workdir=run_dir, **outputs))
+            else:
+                runs.append(run_spark_blog(args.bootstrap_servers, topic, run_dir, jdbc_url=jdbc_url,
+                                           strict=not args.lenient_parse))
             print(f"run {i + 1}: {json.dumps(runs[-1], default=str)}", flush=True)
     runs.sort(key=lambda r: r["events_per_second"])
     median = runs[len(runs) // 2]
     print("\n| contender | events | seconds | events/s | start-up s | peak RSS MB |\n|---|---|---|---|---|---|")
-    print(f"| Spark {_pyspark_version()} Structured Streaming, local[2], availableNow | {median['events']:,} | "
-          f"{median['seconds']:.1f} | {median['events_per_second']:,.0f} | {median['startup_seconds']:.1f} | "
-          f"{median['peak_rss_mb']:,.0f} |")
+    print(f"| Spark {_pyspark_version()} Structured Streaming, local[2], availableNow, {args.workload} | "
+          f"{median['events']:,} | {median['seconds']:.1f} | {median['events_per_second']:,.0f} | "
+          f"{median['startup_seconds']:.1f} | {median['peak_rss_mb']:,.0f} |")
     print(f"rows: {median['rows']}")
 
 
