@@ -211,7 +211,7 @@ def run(argv=None, observe: Optional[Callable[[HitstreamOptions, str], Any]] = N
         preflight(hs, settings)
         options = PipelineOptions(beam_argv + runners.pipeline_args(
             runner, streaming=settings.streaming,
-            checkpoint_dir=os.path.abspath(hs.checkpoint_dir) if hs.checkpoint_dir else ""))
+            checkpoint_dir=os.path.abspath(hs.checkpoint_dir) if hs.checkpoint_dir else "", user_args=beam_argv))
         pipeline = beam.Pipeline(options=options)
         build_pipeline(pipeline, options)
     except (ValueError, RuntimeError) as error:  # bad options, a missing runner or jar: say what to change

@@ -13,7 +13,7 @@ from apache_beam.runners.runner import PipelineState
 _LOGGER = logging.getLogger(__name__)
 
 TERMINAL = (PipelineState.DONE, PipelineState.FAILED, PipelineState.CANCELLED)
-POLL_SECONDS = 0.5
+POLL_SECONDS = 0.1  # a GetState call; a bounded job is seen to end within this
 # A job that ends normally has its workers killed: give its final state this long to show before calling a worker's
 # end a failure.
 ENDED_WORKER_GRACE_SECONDS = 5.0

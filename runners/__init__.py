@@ -5,6 +5,7 @@ They hold no pipeline logic: `pipelines/` builds the same graph whatever the run
 from __future__ import annotations
 
 import importlib
+from typing import Sequence
 
 from stack.worker_exits import WorkerExits
 
@@ -17,11 +18,19 @@ class RunnerUnavailable(RuntimeError):
     """The runner cannot be had on this machine; the message says why and what to do."""
 
 
-def pipeline_args(runner: str, *, streaming: bool, job_name: str = "hitstream", checkpoint_dir: str = "") -> list:
-    """Beam command-line options for `runner` (one of RUNNERS)."""
+PRISM_RUNNERS = ("prism", "prism-cluster")
+
+
+def pipeline_args(runner: str, *, streaming: bool, job_name: str = "hitstream", checkpoint_dir: str = "",
+                  user_args: Sequence[str] = ()) -> list:
+    """Beam command-line options for `runner` (one of RUNNERS); `user_args` are the job's own Beam options. The
+    Prism presets also start (or reuse) this process's Prism and point the job at it (runners.prism_service)."""
     if runner not in RUNNERS:
         raise ValueError(f"unknown runner {runner!r}; choose one of {', '.join(RUNNERS)}")
     preset = importlib.import_module(f"runners.{runner.replace('-', '_')}")
     args = preset.pipeline_args(streaming=streaming, job_name=job_name, checkpoint_dir=checkpoint_dir)
+    if runner in PRISM_RUNNERS:
+        from runners.prism_service import job_endpoint_args
+        args += job_endpoint_args([*user_args, *args])
     return args + (["--streaming"] if streaming else [])
 
