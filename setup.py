@@ -31,5 +31,5 @@ setup(
         "worker": ["wheel==0.48.0"],
         "bench": ["matplotlib==3.10.7", "py-spy==0.4.3"],  # bench/blog.py's chart, bench/profile.py's sampler
     },
-    entry_points={"console_scripts": ["hitstream=hitstream.cli:main"]},
+    entry_points={"console_scripts": ["hitstream=hitstream.cli:entry"]},
 )

@@ -27,10 +27,10 @@ REPO = Path(__file__).resolve().parents[1]
 PHASES = {
     "preflight (broker, database, folders)": ("pipelines.blog", "preflight"),
     "graph build": ("pipelines.blog", "build_pipeline"),
-    "Prism launch and connect": ("apache_beam.runners.portability.portable_runner",
-                                 "PortableRunner.create_job_service"),
-    "job submission (Prism launch included)": ("apache_beam.runners.portability.portable_runner",
-                                               "PortableRunner.run_pipeline"),
+    "Prism launch (hitstream's own)": ("runners.prism_service", "_PrismService.__init__"),
+    "job service connection (Beam)": ("apache_beam.runners.portability.portable_runner",
+                                      "PortableRunner.create_job_service"),
+    "job submission": ("apache_beam.runners.portability.portable_runner", "PortableRunner.run_pipeline"),
     "partition resolution (worker)": ("transforms.kafka_source.partitions", "resolve_partitions"),
     "read set-up (worker)": ("transforms.kafka_source.read", "ReadPartitionsFn.setup"),
     "sink set-up (worker, first sink)": ("transforms.sinks.base", "SinkWriteFn.setup"),
@@ -57,8 +57,8 @@ def _wrap(marks: dict, name: str, module: str, path: str) -> None:
     setattr(owner, attribute, timed)
 
 
-def child(argv: list, out: str) -> int:
-    """Run `hitstream run argv` timed; write the marks to `out`."""
+def child(argv: list, out: str) -> None:
+    """Run `hitstream run argv` timed, write the marks to `out`, and end as the `hitstream` command does."""
     marks = {"interpreter up": (time.time(), time.time())}
     started = time.time()
     import hitstream.job  # noqa: F401  (what `hitstream run` imports, timed as one phase)
@@ -69,7 +69,7 @@ def child(argv: list, out: str) -> int:
     code = cli.main(["run", *argv])
     marks["returned"] = (time.time(), time.time())
     Path(out).write_text(json.dumps(marks))
-    return code
+    cli.end_process(code)  # as the `hitstream` command ends
 
 
 def measure(bootstrap: str, topic: str, workdir: Path) -> dict:
@@ -99,7 +99,7 @@ def main(argv=None) -> int:
     parser.add_argument("rest", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        return child(args.rest, args.child)
+        child(args.rest, args.child)
     from hitstream.generator import ensure_topic
     topic = f"startup-empty-{uuid.uuid4().hex[:8]}"
     ensure_topic(args.bootstrap_servers, topic, 8)

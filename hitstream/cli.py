@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import logging
+import os
 import sys
 import threading
 import uuid
@@ -154,5 +156,20 @@ def main(argv=None) -> int:
             "sql": _cmd_sql}[args.command](args)
 
 
+def end_process(code: int) -> None:
+    """End this process quickly with `code`. Python's own teardown of a process that ran a job (its final garbage
+    collection over Beam's objects) took 0.85 s after the job had ended; so the exit handlers run here (the Prism
+    service's stop, logging's flush), the output is flushed, and the process ends without that teardown."""
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def entry() -> None:
+    """The `hitstream` command."""
+    end_process(main())
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()
