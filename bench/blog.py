@@ -1,26 +1,26 @@
-"""The benchmark: hitstream's blog pipeline against Spark Structured Streaming and the raw-client limit, one run.
+"""The benchmark: hitstream against the stream processors a Python user would pick instead, Spark Structured
+Streaming, and hand-written confluent-kafka loops, in one run on one topic.
 
-    python -m bench.blog                       # the full form: 1M events x 3 repeats, 4M for memory, 60 s latency
-    python -m bench.blog --count 20000 --repeats 1 --memory-counts 20000 --latency-seconds 8 --latency-rate 1000
-                                               # the short form CI runs
+    python -m bench.blog                       # the full form: 1M events x 3 repeats, 4M for memory, latency
+    python -m bench.blog --count 20000 --repeats 1 --memory-counts 20000 --latency-seconds 8 --latency-rates 1000
+                                               # the short form CI runs (every contender, tiny)
 
-Contenders, each in bounded (available-now) mode over the same topic (8 partitions, zipcodes with a Zipf spread, 8
-ISPs, a small share of late events):
-  (a) hitstream: `hitstream run --trigger available-now` with the blog's sinks (Parquet hits, memory and console
-      for zip_window_counts, JDBC complete of zip_counts on MariaDB, Kafka update of zip_counts) on Prism, and on
-      the direct runner's in-process engine;
-  (b) Spark Structured Streaming, `local[2]`, the same queries and sinks with Trigger.AvailableNow (bench/spark_blog.py);
-  (c) the practical limit: one Python loop of confluent-kafka batch consume, orjson parse and a dict count.
-Each is run `--repeats` times; the table gives medians. events/s is events over processing seconds: for hitstream
-the run's wall time minus the same command's wall time on an empty topic (start-up, graph, sink set-up); for Spark
-the queries' own wall time, without the session start-up (both wall times are shown too). Peak RSS is the whole
-process tree (the Python driver and Prism, or the Python driver and the JVM); the memory table also gives Prism's
-own peak.
+The topic (bench.reference.blog_core_spec): 8 partitions, 200 zipcodes with a Zipf spread, 8 ISPs, 1% malformed,
+1% up to a minute late, an hour of event time, each Kafka timestamp the hittime.
 
-Latency: hits produced at a steady rate (default 10k/s for 60 s) while hitstream runs with `processing-time=250ms`;
-for every message on the Kafka output topic, latency = arrival time - hittime (= produce time) of the event that
-brought that zipcode's count to the value sent, arrival timed as each message is polled. p50 and p99 are printed;
-`--latency-rates` adds more rates.
+**Blog core**, every contender bounded over the same topic, writing to Kafka what bench.peers' contract says:
+dead letters, `zip_counts` in update mode, `zip_window_counts` (10-minute windows every 5, 2 minutes past) in
+update mode. Each run writes to new topics, and its output (the last message per key) is checked against
+bench.reference before its time counts: a wrong contender is reported as wrong, not timed. Contenders:
+  hitstream on Prism (`hitstream run --trigger available-now`); Bytewax and Quix Streams (bench/peers, each in a
+  venv of its own), each in its fastest faithful form ("final": one message per key at the end) and its per-update
+  form; Spark Structured Streaming (`local[2]`, Trigger.AvailableNow); the raw loop (count only: the limit).
+processing s is the run's wall time minus the same command's wall time on an empty topic (start-up, shown apart);
+for Spark, the queries' own wall time, the session start-up apart.
+
+**Full blog pipeline**, the blog's sinks (Parquet hits by zipcode and day, memory and console windows, JDBC
+complete and Kafka update of zip_counts): hitstream on Prism and on the direct runner; Spark; the raw loop without
+sinks (consume, orjson, a dict count); the raw loop with the same sinks (bench/raw_loop.py).
 
 Catch-up, the two Kafka reads side by side on the same topic: hitstream streaming (`processing-time=1s`) from the
 earliest offset of the produced topic, with Parquet hits and zip_counts to Kafka (update), reading with the native
@@ -29,11 +29,19 @@ the topic's Kafka timestamps being the hittimes). Streaming, because Java KafkaI
 below 10,000 records (transforms/kafka_java.py). events/s = the hits counted between the first output message and
 the one that completes the reference counts, over the time between; start-up (launch to the first output message)
 is shown apart, and the two summed.
+
+Latency: hits produced at a steady rate while hitstream runs with `processing-time=250ms`; for every message on the
+Kafka output topic, latency = arrival time - hittime (= produce time) of the event that brought that zipcode's count
+to the value sent, arrival timed as each message is polled; p50 and p99 per rate (default 10k/s, 5k/s and 1k/s).
+
+Peak RSS is the whole process tree (the Python driver and Prism, a peer's processes, or the Python driver and the
+JVM); the memory table also gives Prism's own peak.
 """
 from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import json
 import shutil
 import signal
@@ -47,33 +55,34 @@ import uuid
 from pathlib import Path
 
 import orjson
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer
 
+from bench import peers, reference
+from bench.reference import differences
+from bench import raw_loop
 from bench.spark_blog import PeakRss, child_env
 from hitstream.generator import ProduceSpec, ensure_topic, produce
-from transforms.kafka_source import KafkaSourceConfig, resolve_partitions
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def produce_topic(bootstrap: str, count: int, partitions: int = 8, rate: float = 0.0, keep_events=False):
-    """A new topic of `count` hits, each stamped with its hittime as Kafka timestamp (for the Java read's windows)."""
+def produce_topic(bootstrap: str, count: int):
+    """A new topic of `count` messages as bench.reference.blog_core_spec says, and the generator's report."""
     topic = f"bench-{uuid.uuid4().hex[:8]}"
-    report = produce(ProduceSpec(topic=topic, bootstrap_servers=bootstrap, count=count, partitions=partitions,
-                                 zipcodes=200, skew=1.0, late_share=0.01, late_by_seconds=60, rate=rate,
-                                 keep_events=keep_events, kafka_timestamp_is_hittime=True))
-    return topic, report
+    return topic, produce(reference.blog_core_spec(topic, count, bootstrap))
 
 
 # A contender's name in --runners -> (runner, extra arguments of hitstream run)
 KAFKA_IO = {"java": ["--kafka-io=java", "--timestamp-policy=create-time"]}
 
 
-def _hitstream_cmd(contender: str, bootstrap: str, topic: str, workdir: Path, trigger: str = "available-now") -> list:
-    """`hitstream run` with the blog's sinks; `contender` is a runner, or `<runner>:java` for the Java read."""
+def _hitstream_cmd(contender: str, bootstrap: str, topic: str, workdir: Path, trigger: str = "available-now",
+                   run_id: str = "") -> list:
+    """`hitstream run` with the blog's sinks; `contender` is a runner, or `<runner>:java` for the Java read. Its JDBC
+    table is `zip_test_bench_<run_id>`, its output topic `<topic>-counts`."""
     from stack import mariadb
     runner, _, kafka_io = contender.partition(":")
-    run_id = uuid.uuid4().hex[:8]
+    run_id = run_id or uuid.uuid4().hex[:8]
     return [sys.executable, "-m", "hitstream.cli", "run", "--runner", runner, *KAFKA_IO.get(kafka_io, []),
             f"--topic={topic}",
             f"--bootstrap-servers={bootstrap}", f"--trigger={trigger}", f"--group-id=bench-{run_id}",
@@ -101,38 +110,104 @@ def run_measured(cmd: list, log: Path, timeout: float = 3600) -> dict:
             "peak_prism_rss_mb": rss.peak_apart / 2 ** 20}
 
 
-def run_hitstream(runner: str, bootstrap: str, topic: str, events: int, workdir: Path, startup: float) -> dict:
-    measured = run_measured(_hitstream_cmd(runner, bootstrap, topic, workdir), workdir / f"hitstream-{runner}.log")
-    seconds = max(1e-3, measured["wall_seconds"] - startup)
-    return dict(measured, seconds=seconds, events_per_second=events / seconds)
+def _processing_seconds(wall: float, startup: float):
+    """A run's wall time less its command's start-up on an empty topic; None when that leaves nothing to measure (a
+    topic too small for the noise of two wall times)."""
+    seconds = wall - startup
+    return seconds if seconds > 0.05 * wall else None
 
 
-def run_raw(bootstrap: str, topic: str, events: int) -> dict:
-    """One loop: batch consume, orjson parse, count per zipcode. No sinks, no windows."""
-    config = KafkaSourceConfig(bootstrap_servers=bootstrap, subscribe=(topic,), starting_offsets="earliest",
-                               ending_offsets="latest", group_id=f"raw-{uuid.uuid4().hex}")
-    consumer = Consumer(config.consumer_config())
-    consumer.assign([TopicPartition(s.topic, s.partition, s.start) for s in resolve_partitions(config)])
-    counts, seen = {}, 0
-    started = time.perf_counter()
-    while seen < events:
-        for message in consumer.consume(num_messages=10000, timeout=1.0):
-            if message.error() is not None:
-                continue
-            seen += 1
-            try:
-                zipcode = orjson.loads(message.value()).get("zipcode")
-            except (orjson.JSONDecodeError, AttributeError):
-                continue
-            counts[zipcode] = counts.get(zipcode, 0) + 1
-    seconds = time.perf_counter() - started
-    consumer.close()
-    return {"seconds": seconds, "wall_seconds": seconds, "events_per_second": events / seconds, "peak_rss_mb": None}
+def run_hitstream(runner: str, bootstrap: str, topic: str, report, workdir: Path, startup: float) -> dict:
+    """The full blog pipeline on `runner`; its JDBC table and Kafka topic are checked against the reference."""
+    from stack import mariadb
+    run_id = uuid.uuid4().hex[:8]
+    measured = run_measured(_hitstream_cmd(runner, bootstrap, topic, workdir, run_id=run_id),
+                            workdir / f"hitstream-{runner}.log")
+    seconds = _processing_seconds(measured["wall_seconds"], startup)
+    want = dict(report.zip_counts)
+    problems = [f"jdbc: {d}" for d in differences(want, reference.table_counts(mariadb.url(),
+                                                                              f"zip_test_bench_{run_id}"))]
+    problems += [f"kafka: {d}" for d in differences(want, reference.latest(
+        reference.read_topic(bootstrap, f"{topic}-counts"), False))]
+    return dict(measured, seconds=seconds, events_per_second=seconds and report.produced / seconds, problems=problems)
 
 
 def run_spark(bootstrap: str, topic: str, workdir: Path) -> dict:
     from bench.spark_blog import run_spark_blog
     return run_spark_blog(bootstrap, topic, str(workdir / "spark"))
+
+
+def core_outputs(bootstrap: str) -> dict:
+    """Three new one-partition topics for one blog-core run, as keyword arguments of bench.reference.check."""
+    run_id = uuid.uuid4().hex[:8]
+    outputs = {f"{name}_topic": f"core-{run_id}-{name}" for name in ("zip", "window", "dead_letter")}
+    for topic in outputs.values():
+        ensure_topic(bootstrap, topic, 1)
+    return outputs
+
+
+def hitstream_core_cmd(bootstrap: str, topic: str, zip_topic: str, window_topic: str, dead_letter_topic: str) -> list:
+    return [sys.executable, "-m", "hitstream.cli", "run", "--runner=prism", f"--topic={topic}",
+            f"--bootstrap-servers={bootstrap}", "--trigger=available-now", f"--group-id=bench-{uuid.uuid4().hex[:8]}",
+            f"--sink=zip_counts=kafka:update,topic={zip_topic}",
+            f"--sink=zip_window_counts=kafka:update,topic={window_topic}", f"--dead-letter-topic={dead_letter_topic}"]
+
+
+# Blog-core contenders that run as one command each: name -> command(bootstrap, topic, **outputs).
+CORE_COMMANDS = {"hitstream (prism)": hitstream_core_cmd,
+                 **{f"{label} ({form})": functools.partial(peers.command, peer, form)
+                    for peer, label in (("bytewax", "Bytewax"), ("quix", "Quix Streams")) for form in peers.FORMS}}
+SPARK = "Spark Structured Streaming"
+
+
+def run_core(name: str, bootstrap: str, topic: str, report, workdir: Path, startup: float = 0.0) -> dict:
+    """One blog-core run of contender `name` over `topic`, checked against the reference of `report`."""
+    outputs = core_outputs(bootstrap)
+    if name == SPARK:
+        from bench.spark_blog import run_spark_core
+        measured = run_spark_core(bootstrap, topic, workdir=str(workdir / "spark-core"), **outputs)
+    else:
+        log = workdir / f"core-{name.replace(' ', '_').replace('(', '').replace(')', '')}.log"
+        measured = run_measured(CORE_COMMANDS[name](bootstrap, topic, **outputs), log)
+        measured["seconds"] = _processing_seconds(measured["wall_seconds"], startup)
+        measured["events_per_second"] = measured["seconds"] and report.produced / measured["seconds"]
+    return dict(measured, problems=reference.check(report, bootstrap, **outputs))
+
+
+def core_table(bootstrap: str, topic: str, report, empty: str, empty_report, repeats: int, workdir: Path,
+               names: list) -> list:
+    """Median figures per blog-core contender; a contender with any wrong run is reported wrong, untimed."""
+    rows = []
+    for name in names:
+        startup = 0.0 if name == SPARK else run_core(name, bootstrap, empty, empty_report, workdir)["wall_seconds"]
+        runs = [run_core(name, bootstrap, topic, report, workdir, startup) for _ in range(repeats)]
+        problems = [p for run in runs for p in run["problems"]]
+        row = {"contender": name, "problems": problems,
+               "startup_seconds": _median(runs, "startup_seconds") if name == SPARK else startup}
+        if not problems:
+            row.update({key: _median(runs, key) for key in ("events_per_second", "seconds", "wall_seconds",
+                                                            "peak_rss_mb")})
+        rows.append(row)
+    raw = [raw_loop.run_raw(bootstrap, topic, report.produced) for _ in range(repeats)]
+    rows.append({"contender": "raw confluent-kafka loop (counts only)", "problems": [], "startup_seconds": None,
+                 **{key: _median(raw, key) for key in ("events_per_second", "seconds", "wall_seconds", "peak_rss_mb")}})
+    return rows
+
+
+def _figure(value, spec: str = ",.0f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def print_core(rows: list, count: int, repeats: int) -> None:
+    print(f"\nBlog core: {count:,} events, 8 partitions, median of {repeats}\n")
+    print("| contender | events/s | processing s | start-up s | wall s | peak RSS MB |\n|---|---|---|---|---|---|")
+    for row in rows:
+        if row["problems"]:
+            print(f"| {row['contender']} | wrong: {row['problems'][0]} | | | | |")
+            continue
+        print(f"| {row['contender']} | {_figure(row['events_per_second'])} | {_figure(row['seconds'], '.1f')} | "
+              f"{_figure(row['startup_seconds'], '.1f')} | {_figure(row['wall_seconds'], '.1f')} | "
+              f"{_figure(row['peak_rss_mb'])} |")
 
 
 def run_catch_up(contender: str, bootstrap: str, topic: str, report, workdir: Path, timeout: float = 1800) -> dict:
@@ -228,20 +303,73 @@ def measure_latency(bootstrap: str, rate: float, seconds: float, workdir: Path, 
             "produced": report.produced, "achieved_rate": report.produced / report.seconds}
 
 
-def chart(rows: list, path: Path) -> None:
+def chart(tables: dict, path: Path) -> None:
+    """One bar panel per table ({title: rows}), events/s of each timed contender."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    names = [r[0] for r in rows]
-    rates = [r[1] or 0 for r in rows]
-    fig, ax = plt.subplots(figsize=(7, 3))
-    ax.barh(names, rates, color=["#2b6cb0" if n.startswith("hitstream") else "#a0aec0" for n in names])
-    ax.set_xlabel("events/s (median, bounded run)")
-    for i, v in enumerate(rates):
-        ax.text(v, i, f" {v:,.0f}", va="center")
-    ax.set_xlim(0, max(rates) * 1.25)
+    fig, axes = plt.subplots(len(tables), 1, figsize=(8, 1.2 + 0.45 * sum(len(r) for r in tables.values())),
+                             squeeze=False)
+    for ax, (title, rows) in zip(axes[:, 0], tables.items()):
+        names = [r["contender"] for r in rows]
+        rates = [r.get("events_per_second") or 0 for r in rows]
+        ax.barh(names, rates, color=["#2b6cb0" if n.startswith("hitstream") else "#a0aec0" for n in names])
+        ax.invert_yaxis()
+        ax.set_title(title, fontsize=10)
+        for i, row in enumerate(rows):
+            label = " wrong" if row.get("problems") else f" {rates[i]:,.0f}" if rates[i] else " not measured"
+            ax.text(rates[i], i, label, va="center", fontsize=8)
+        ax.set_xlim(0, max(rates + [1]) * 1.3)
+    axes[-1, 0].set_xlabel("events/s (median, bounded run)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+
+
+def full_table(bootstrap: str, topic: str, report, empty: str, repeats: int, workdir: Path, runners: list,
+               spark: bool) -> list:
+    """Median figures per contender on the full blog pipeline (the blog's sinks); `problems` lists what a checked
+    contender (hitstream's JDBC and Kafka sinks, every sink of the raw loop with sinks) got wrong."""
+    from stack import mariadb
+    runs = {}
+    for runner in runners:
+        startup = run_measured(_hitstream_cmd(runner, bootstrap, empty, workdir),
+                               workdir / f"startup-{runner}.log")["wall_seconds"]
+        runs[f"hitstream ({runner})"] = [run_hitstream(runner, bootstrap, topic, report, workdir, startup)
+                                        for _ in range(repeats)]
+    if spark:
+        runs[SPARK] = [run_spark(bootstrap, topic, workdir) for _ in range(repeats)]
+    runs["raw confluent-kafka loop"] = [raw_loop.run_raw(bootstrap, topic, report.produced) for _ in range(repeats)]
+    with_sinks = []
+    for _ in range(repeats):
+        run = raw_loop.run_raw(bootstrap, topic, report.produced, sinks=True, workdir=str(workdir / "raw"),
+                               jdbc_url=mariadb.url())
+        with_sinks.append(dict(run, problems=raw_loop.check(run, report, bootstrap, mariadb.url())))
+    runs["raw loop with the same sinks"] = with_sinks
+    return [{"contender": name, "problems": [p for run in r for p in run.get("problems", ())],
+             **{key: _median(r, key) for key in ("events_per_second", "seconds", "wall_seconds", "peak_rss_mb")}}
+            for name, r in runs.items()]
+
+
+def ratios(core: list, full: list) -> dict:
+    """The issue's targets as ratios of this run's medians (None where a side is missing or wrong)."""
+    core_by, full_by = {r["contender"]: r for r in core}, {r["contender"]: r for r in full}
+    hit = core_by.get("hitstream (prism)", {})
+    peers_timed = [r for r in core if r["contender"].startswith(("Bytewax", "Quix")) and not r["problems"]]
+    fastest = max((r for r in peers_timed if r["events_per_second"]), key=lambda r: r["events_per_second"],
+                  default=None)
+    quickest = min(peers_timed, key=lambda r: r["wall_seconds"], default=None)
+    div = lambda a, b: a / b if a and b else None  # noqa: E731
+    prism = full_by.get("hitstream (prism)", {}).get("events_per_second")
+    return {
+        f"core: hitstream / fastest peer ({fastest and fastest['contender']}), events/s":
+            div(hit.get("events_per_second"), fastest and fastest["events_per_second"]),
+        f"core: hitstream / quickest peer ({quickest and quickest['contender']}), wall time":
+            div(hit.get("wall_seconds"), quickest and quickest["wall_seconds"]),
+        "full: hitstream / Spark": div(prism, full_by.get(SPARK, {}).get("events_per_second")),
+        "full: hitstream / raw loop": div(prism, full_by["raw confluent-kafka loop"]["events_per_second"]),
+        "full: hitstream / raw loop with the same sinks":
+            div(prism, full_by["raw loop with the same sinks"]["events_per_second"]),
+    }
 
 
 def main(argv=None) -> int:
@@ -249,15 +377,18 @@ def main(argv=None) -> int:
     parser.add_argument("--bootstrap-servers", default="127.0.0.1:9092")
     parser.add_argument("--count", type=int, default=1_000_000, help="events per bounded run (default: 1000000)")
     parser.add_argument("--repeats", type=int, default=3, help="runs per contender (default: 3)")
-    parser.add_argument("--runners", default="prism,direct", help="hitstream runners (default: prism,direct)")
+    parser.add_argument("--core", default=",".join([*CORE_COMMANDS, SPARK]),
+                        help=f"blog-core contenders, comma-separated (default: all: {', '.join([*CORE_COMMANDS, SPARK])}"
+                             "; empty: none)")
+    parser.add_argument("--runners", default="prism,direct",
+                        help="hitstream runners on the full pipeline (default: prism,direct)")
     parser.add_argument("--catch-up", default="prism,prism:java",
                         help="streaming catch-up contenders; <runner>:java reads with Beam's Java KafkaIO "
                              "(default: prism,prism:java; empty: none)")
     parser.add_argument("--memory-counts", default="1000000,4000000",
                         help="event counts for hitstream's peak RSS (default: 1000000,4000000)")
-    parser.add_argument("--latency-rate", type=float, default=10_000, help="events/s (default: 10000)")
-    parser.add_argument("--latency-rates", default="",
-                        help="more rates to measure latency at, comma-separated, e.g. 1000,3000,5000 (default: none)")
+    parser.add_argument("--latency-rates", default="10000,5000,1000",
+                        help="events/s to measure latency at, comma-separated (default: 10000,5000,1000)")
     parser.add_argument("--latency-seconds", type=float, default=60, help="(default: 60)")
     parser.add_argument("--no-spark", action="store_true", help="leave Spark out (only to debug; not a result)")
     parser.add_argument("--chart", default="", help="write the throughput chart PNG here (default: off)")
@@ -268,33 +399,25 @@ def main(argv=None) -> int:
     results = {"date": datetime.date.today().isoformat(), "count": args.count, "repeats": args.repeats}
     try:
         topic, report = produce_topic(bootstrap, args.count)
-        empty, _ = produce_topic(bootstrap, 0)
-        runs = {}
-        for runner in args.runners.split(","):
-            startup = run_measured(_hitstream_cmd(runner, bootstrap, empty, workdir),
-                                   workdir / f"startup-{runner}.log")["wall_seconds"]
-            runs[f"hitstream ({runner})"] = [run_hitstream(runner, bootstrap, topic, args.count, workdir, startup)
-                                            for _ in range(args.repeats)]
-        if not args.no_spark:
-            runs["Spark Structured Streaming"] = [run_spark(bootstrap, topic, workdir) for _ in range(args.repeats)]
-        runs["raw confluent-kafka loop"] = [run_raw(bootstrap, topic, args.count) for _ in range(args.repeats)]
-        table = [(name, _median(r, "events_per_second"), _median(r, "seconds"), _median(r, "wall_seconds"),
-                  _median(r, "peak_rss_mb")) for name, r in runs.items()]
-        results["throughput"] = [dict(zip(("contender", "events_per_second", "seconds", "wall_seconds",
-                                           "peak_rss_mb"), row)) for row in table]
-        print(f"\n{args.count:,} events, 8 partitions, median of {args.repeats}, {results['date']}\n")
+        empty, empty_report = produce_topic(bootstrap, 0)
+        core_names = [n for n in args.core.split(",") if n and not (args.no_spark and n == SPARK)]
+        results["core"] = core_table(bootstrap, topic, report, empty, empty_report, args.repeats, workdir, core_names)
+        print_core(results["core"], args.count, args.repeats)
+
+        results["full"] = full_table(bootstrap, topic, report, empty, args.repeats, workdir,
+                                     [r for r in args.runners.split(",") if r], not args.no_spark)
+        print(f"\nFull blog pipeline: {args.count:,} events, 8 partitions, median of {args.repeats}, "
+              f"{results['date']}\n")
         print("| contender | events/s | processing s | wall s | peak RSS MB |\n|---|---|---|---|---|")
-        for name, eps, secs, wall, rss in table:
-            print(f"| {name} | {eps:,.0f} | {secs:.1f} | {wall:.1f} | {'-' if rss is None else f'{rss:,.0f}'} |")
-        prism = dict((r[0], r[1]) for r in table).get("hitstream (prism)")
-        spark = dict((r[0], r[1]) for r in table).get("Spark Structured Streaming")
-        raw = dict((r[0], r[1]) for r in table)["raw confluent-kafka loop"]
-        if prism:
-            ratios = {"a/b (hitstream prism / Spark)": prism / spark if spark else None,
-                      "a/c (hitstream prism / raw loop)": prism / raw}
-            results["ratios"] = ratios
-            for name, ratio in ratios.items():
-                print(f"{name}: {'-' if ratio is None else f'{ratio:.2f}'}")
+        for row in results["full"]:
+            wrong = f" (wrong: {row['problems'][0]})" if row["problems"] else ""
+            print(f"| {row['contender']}{wrong} | {_figure(row['events_per_second'])} | "
+                  f"{_figure(row['seconds'], '.1f')} | {_figure(row['wall_seconds'], '.1f')} | "
+                  f"{_figure(row['peak_rss_mb'])} |")
+        results["ratios"] = ratios(results["core"], results["full"])
+        print()
+        for name, ratio in results["ratios"].items():
+            print(f"{name}: {_figure(ratio, '.2f')}")
 
         catch_up = {name: [run_catch_up(name, bootstrap, topic, report, workdir) for _ in range(args.repeats)]
                     for name in args.catch_up.split(",") if name}
@@ -305,8 +428,7 @@ def main(argv=None) -> int:
                   f"median of {args.repeats}\n")
             print("| contender | events/s | catch-up s | start-up s | launch to caught-up s |\n|---|---|---|---|---|")
             for row in results["catch_up"]:
-                rate = row["events_per_second"]
-                print(f"| hitstream ({row['contender']}) | {'-' if rate is None else f'{rate:,.0f}'} | "
+                print(f"| hitstream ({row['contender']}) | {_figure(row['events_per_second'])} | "
                       f"{row['seconds']:.1f} | {row['startup_seconds']:.1f} | "
                       f"{row['seconds'] + row['startup_seconds']:.1f} |")
 
@@ -321,16 +443,15 @@ def main(argv=None) -> int:
         for row in memory:
             print(f"| {row['events']:,} | {row['peak_rss_mb']:,.0f} | {row['peak_prism_rss_mb']:,.0f} |")
 
-        rates = [args.latency_rate] + [float(r) for r in args.latency_rates.split(",") if r]
-        results["latency_by_rate"] = [measure_latency(bootstrap, rate, args.latency_seconds, workdir)
-                                      for rate in rates]
-        results["latency"] = results["latency_by_rate"][0]
-        for latency in results["latency_by_rate"]:
-            print(f"\nlatency at {latency['achieved_rate']:,.0f} events/s for {args.latency_seconds:g} s "
-                  f"({latency['trigger']}, {latency['messages']} output messages): p50 {latency['p50']:.2f} s, "
-                  f"p99 {latency['p99']:.2f} s")
+        results["latency"] = [measure_latency(bootstrap, float(rate), args.latency_seconds, workdir)
+                              for rate in args.latency_rates.split(",") if rate]
+        print(f"\nLatency, hitstream (prism), {args.latency_seconds:g} s per rate\n")
+        print("| events/s | trigger | output messages | p50 s | p99 s |\n|---|---|---|---|---|")
+        for row in results["latency"]:
+            print(f"| {row['achieved_rate']:,.0f} | {row['trigger']} | {row['messages']:,} | {row['p50']:.2f} | "
+                  f"{row['p99']:.2f} |")
         if args.chart:
-            chart([(name, eps) for name, eps, *_ in table], Path(args.chart))
+            chart({"blog core": results["core"], "full blog pipeline": results["full"]}, Path(args.chart))
         if args.json:
             Path(args.json).write_text(json.dumps(results, indent=2, default=str))
     finally:

@@ -48,7 +48,7 @@ import sqlalchemy as sa
 from confluent_kafka import Consumer, Producer, TopicPartition
 from sqlalchemy.dialects.mysql import insert
 
-from bench.reference import differences, expected, latest, read_topic
+from bench.reference import differences, expected, latest, read_topic, table_counts
 from hitstream.generator import ensure_topic
 from stack import mariadb
 from transforms.kafka_source import KafkaSourceConfig, resolve_partitions
@@ -221,15 +221,8 @@ def check(result: dict, report, bootstrap: str, jdbc_url: Optional[str] = None) 
     wrong_days = parquet_day_mismatches(result["hits_path"])
     if wrong_days:
         problems.append(f"parquet: {wrong_days} hits under a day= directory that is not their hittime's UTC day")
-    if jdbc_url is None:
-        jdbc_url = mariadb.url()
-    engine = sa.create_engine(jdbc_url)
-    try:
-        with engine.connect() as connection:
-            table = dict(connection.execute(sa.text(f"SELECT zip, count FROM `{result['jdbc_table']}`")).all())
-    finally:
-        engine.dispose()
-    problems += [f"mariadb: {d}" for d in differences(want, {k: int(v) for k, v in table.items()})]
+    table = table_counts(jdbc_url or mariadb.url(), result["jdbc_table"])
+    problems += [f"mariadb: {d}" for d in differences(want, table)]
     problems += [f"kafka: {d}" for d in differences(want, latest(read_topic(bootstrap, result["output_topic"]),
                                                                  False))]
     if report.events:

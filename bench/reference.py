@@ -14,6 +14,7 @@ import collections
 import datetime
 import pickle
 import sys
+import time
 import uuid
 
 import orjson
@@ -22,15 +23,17 @@ from confluent_kafka import Consumer, TopicPartition
 from hitstream.generator import ProduceSpec, produce
 
 WINDOW_MS, SLIDE_MS, OFFSET_MS = 600_000, 300_000, 120_000
-EVENT_TIME_START_MS = 1_773_612_000_000  # 2026-03-15 22:00:00 UTC
+HOUR_MS = 3_600_000
 
 
 def blog_core_spec(topic: str, count: int, bootstrap: str) -> ProduceSpec:
     """The benchmark's input: 8 partitions, 200 zipcodes with a Zipf spread, 1% malformed, 1% up to a minute late,
-    an hour of event time, each Kafka timestamp the hittime (for a read that takes its event time from Kafka)."""
+    the last whole hour of event time, each Kafka timestamp the hittime (for a read that takes its event time from
+    Kafka). Recent, because the broker deletes records whose timestamps are past its retention (7 days)."""
+    last_hour_ms = (int(time.time() * 1000) // HOUR_MS - 1) * HOUR_MS
     return ProduceSpec(topic=topic, bootstrap_servers=bootstrap, count=count, partitions=8, zipcodes=200, skew=1.0,
                        late_share=0.01, late_by_seconds=60, malformed_share=0.01,
-                       event_time_start_ms=EVENT_TIME_START_MS, event_time_span_seconds=3600,
+                       event_time_start_ms=last_hour_ms, event_time_span_seconds=3600,
                        keep_events=True, kafka_timestamp_is_hittime=True)
 
 
@@ -97,6 +100,17 @@ def differences(want: dict, got: dict, limit: int = 5) -> list:
         return []
     wrong = [(k, want.get(k), got.get(k)) for k in sorted(set(want) | set(got), key=str) if want.get(k) != got.get(k)]
     return [f"{len(wrong)} of {len(want)} keys differ (key, want, got), e.g. {wrong[:limit]}"]
+
+
+def table_counts(jdbc_url: str, table: str) -> dict:
+    """{zip: count} of a `(zip, count)` table, as a JDBC sink in complete mode leaves it."""
+    import sqlalchemy as sa
+    engine = sa.create_engine(jdbc_url)
+    try:
+        with engine.connect() as connection:
+            return {k: int(v) for k, v in connection.execute(sa.text(f"SELECT zip, count FROM `{table}`")).all()}
+    finally:
+        engine.dispose()
 
 
 def check(report, bootstrap: str, zip_topic: str, window_topic: str, dead_letter_topic: str) -> list:
