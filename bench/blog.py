@@ -248,6 +248,14 @@ def run_catch_up(contender: str, bootstrap: str, topic: str, report, workdir: Pa
             "startup_seconds": first[0] - started}
 
 
+def _catch_up_or_failure(contender: str, bootstrap: str, topic: str, report, workdir: Path) -> dict:
+    """A catch-up's figures, or {"problem": why} when it did not reach the reference: reported, not timed."""
+    try:
+        return run_catch_up(contender, bootstrap, topic, report, workdir)
+    except RuntimeError as error:
+        return {"problem": str(error)}
+
+
 def _median(runs: list, key: str):
     values = [r[key] for r in runs if r.get(key) is not None]
     return statistics.median(values) if values else None
@@ -378,8 +386,8 @@ def main(argv=None) -> int:
     parser.add_argument("--count", type=int, default=1_000_000, help="events per bounded run (default: 1000000)")
     parser.add_argument("--repeats", type=int, default=3, help="runs per contender (default: 3)")
     parser.add_argument("--core", default=",".join([*CORE_COMMANDS, SPARK]),
-                        help=f"blog-core contenders, comma-separated (default: all: {', '.join([*CORE_COMMANDS, SPARK])}"
-                             "; empty: none)")
+                        help="blog-core contenders, comma-separated (default: all: "
+                             f"{', '.join([*CORE_COMMANDS, SPARK])}; empty: none)")
     parser.add_argument("--runners", default="prism,direct",
                         help="hitstream runners on the full pipeline (default: prism,direct)")
     parser.add_argument("--catch-up", default="prism,prism:java",
@@ -419,15 +427,20 @@ def main(argv=None) -> int:
         for name, ratio in results["ratios"].items():
             print(f"{name}: {_figure(ratio, '.2f')}")
 
-        catch_up = {name: [run_catch_up(name, bootstrap, topic, report, workdir) for _ in range(args.repeats)]
-                    for name in args.catch_up.split(",") if name}
+        catch_up = {name: [_catch_up_or_failure(name, bootstrap, topic, report, workdir)
+                           for _ in range(args.repeats)] for name in args.catch_up.split(",") if name}
         if catch_up:
-            results["catch_up"] = [{"contender": name, **{key: _median(runs, key) for key in runs[0]}}
-                                   for name, runs in catch_up.items()]
+            results["catch_up"] = [
+                {"contender": name, "problems": [run["problem"] for run in runs if "problem" in run],
+                 **{key: _median(runs, key) for key in ("events_per_second", "seconds", "startup_seconds")}}
+                for name, runs in catch_up.items()]
             print(f"\nCatch-up: streaming over the same {args.count:,} events (Parquet hits, zip_counts to Kafka), "
                   f"median of {args.repeats}\n")
             print("| contender | events/s | catch-up s | start-up s | launch to caught-up s |\n|---|---|---|---|---|")
             for row in results["catch_up"]:
+                if row["problems"]:
+                    print(f"| hitstream ({row['contender']}) | failed: {row['problems'][0][:200]} | | | |")
+                    continue
                 print(f"| hitstream ({row['contender']}) | {_figure(row['events_per_second'])} | "
                       f"{row['seconds']:.1f} | {row['startup_seconds']:.1f} | "
                       f"{row['seconds'] + row['startup_seconds']:.1f} |")
@@ -452,9 +465,9 @@ def main(argv=None) -> int:
                   f"{row['p99']:.2f} |")
         if args.chart:
             chart({"blog core": results["core"], "full blog pipeline": results["full"]}, Path(args.chart))
-        if args.json:
-            Path(args.json).write_text(json.dumps(results, indent=2, default=str))
     finally:
+        if args.json:  # what was measured, also when a later section failed
+            Path(args.json).write_text(json.dumps(results, indent=2, default=str))
         shutil.rmtree(workdir, ignore_errors=True)
     return 0
 

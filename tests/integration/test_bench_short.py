@@ -36,6 +36,7 @@ def test_benchmark_short_form_runs_every_contender_correctly(kafka_bootstrap, tm
     assert all(value is not None for value in results["ratios"].values()), results["ratios"]
     # Both reads caught up with the reference in streaming (a rate needs more than one trigger's worth of hits).
     assert [row["contender"] for row in results["catch_up"]] == ["prism", "prism:java"]
+    assert {row["contender"]: row["problems"] for row in results["catch_up"] if row["problems"]} == {}
     assert "| hitstream (prism:java) |" in printed
     latency = results["latency"][0]
     assert latency["messages"] > 0 and latency["p99"] >= latency["p50"] > 0
