@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import os
 import signal
 import socket
 import subprocess
@@ -23,6 +24,7 @@ from typing import Dict, Sequence, Tuple
 
 from apache_beam.options.pipeline_options import PipelineOptions, PortableOptions, PrismRunnerOptions
 
+from stack import worker_exits
 from stack.prism import ensure_prism
 
 LOGGER_NAME = "PrismJobServer"  # the name Beam relays Prism's lines under (pipelines.wait filters it)
@@ -49,8 +51,11 @@ class _PrismService:
         self.process = subprocess.Popen(
             [binary, "--job_port", str(self.port), "--log_level", log_level, "--log_kind", "json",
              "--serve_http=false"],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        threading.Thread(target=self.log_stdout, name="prism-log", daemon=True).start()
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            # Prism hands its environment to the PROCESS workers it starts: where they report their end.
+            env={**os.environ, worker_exits.ENV: str(worker_exits.exits_dir())})
+        self._relay = threading.Thread(target=self.log_stdout, name="prism-log", daemon=True)
+        self._relay.start()
         self._await_port()
 
     def log_stdout(self) -> None:
@@ -83,6 +88,9 @@ class _PrismService:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        # Prism's last lines are logged before logging itself shuts down at exit (a line logged to a closed stream
+        # prints a traceback).
+        self._relay.join(STOP_TIMEOUT_SECONDS)
 
 
 def job_endpoint_args(user_args: Sequence[str]) -> list:

@@ -44,6 +44,11 @@ class EndedWorker:
         return f"SDK worker {self.worker_id} ended; its last output:\n{self.last_output or '(none)'}"
 
 
+def exits_dir() -> Path:
+    """The folder the PROCESS workers of this launching process's jobs report to."""
+    return paths.cache_root() / "workers" / f"exits-{os.getpid()}"
+
+
 class WorkerExits:
     """Entered around a job: the PROCESS workers it starts report here when they end (see the module's docstring)."""
 
@@ -51,9 +56,9 @@ class WorkerExits:
         self._dir = None
 
     def __enter__(self) -> "WorkerExits":
-        # One folder per launching process, emptied for each job: Beam may keep one Prism, and the ENV Prism took at
-        # its start, for every job of the process.
-        self._dir = paths.cache_root() / "workers" / f"exits-{os.getpid()}"
+        # One folder per launching process, emptied for each job: one Prism serves every job of the process, with
+        # the ENV it took at its start (runners.prism_service gives it `exits_dir()`).
+        self._dir = exits_dir()
         shutil.rmtree(self._dir, ignore_errors=True)
         self._dir.mkdir(parents=True)
         os.environ[ENV] = str(self._dir)
