@@ -51,9 +51,21 @@ def _cmd_produce(args) -> int:
     return 0
 
 
+def _quiet_worker_disconnects(args) -> None:
+    """Beam's LOOPBACK worker threads raise when Prism cancels or ends the job under them (UNAVAILABLE, "Connection
+    reset by peer"); `hitstream run` reports how the job ended, so those tracebacks are not printed. Anything else
+    is, as Python prints it."""
+    import grpc
+    error = args.exc_value
+    if isinstance(error, grpc.RpcError) and error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):
+        return
+    threading.__excepthook__(args)
+
+
 def _cmd_run(args, rest) -> int:
     from hitstream.job import observe_job
     from pipelines import blog
+    threading.excepthook = _quiet_worker_disconnects
     return blog.run(rest, observe=observe_job)
 
 
