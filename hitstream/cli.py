@@ -55,17 +55,28 @@ def _quiet_worker_disconnects(args) -> None:
     """Beam's LOOPBACK worker threads raise when Prism cancels or ends the job under them (UNAVAILABLE, "Connection
     reset by peer"); `hitstream run` reports how the job ended, so those tracebacks are not printed. Anything else
     is, as Python prints it."""
+    if not _is_worker_disconnect(args.exc_value):
+        threading.__excepthook__(args)
+
+
+def _is_worker_disconnect(error) -> bool:
     import grpc
-    error = args.exc_value
-    if isinstance(error, grpc.RpcError) and error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):
-        return
-    threading.__excepthook__(args)
+    return isinstance(error, grpc.RpcError) and error.code() in (grpc.StatusCode.UNAVAILABLE,
+                                                                   grpc.StatusCode.CANCELLED)
+
+
+class _QuietDataPlaneDisconnects(logging.Filter):
+    """The same disconnects, as Beam's data plane logs them ("Failed to read inputs in the data plane.")."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and _is_worker_disconnect(record.exc_info[1]))
 
 
 def _cmd_run(args, rest) -> int:
     from hitstream.job import observe_job
     from pipelines import blog
     threading.excepthook = _quiet_worker_disconnects
+    logging.getLogger("apache_beam.runners.worker.data_plane").addFilter(_QuietDataPlaneDisconnects())
     return blog.run(rest, observe=observe_job)
 
 
