@@ -182,11 +182,8 @@ def main(argv=None) -> int:
 def end_process(code: int) -> None:
     """End this process quickly with `code`. Python's own teardown of a process that ran a job (its final garbage
     collection over Beam's objects) took 0.85 s after the job had ended; so the exit handlers run here (the Prism
-    service's stop, logging's flush), the output is flushed, and the process ends without that teardown.
-
-    The job is over by now, but the LOOPBACK worker's gRPC threads still hold streams to Prism; when the stop ends
-    Prism they would print "Connection reset by peer" tracebacks. Nothing they could say matters any more."""
-    threading.excepthook = lambda args: None
+    service's stop, logging's flush), the output is flushed, and the process ends without that teardown. The
+    worker threads' disconnects as Prism stops are kept quiet by `_cmd_run`'s hooks."""
     atexit._run_exitfuncs()
     sys.stdout.flush()
     sys.stderr.flush()
