@@ -31,8 +31,7 @@ from pipelines.preflight import preflight
 from pipelines.sinks import SinkSettings, check_sink_choices, dead_letter_sinks, sink_for
 from pipelines.wait import WorkerDied, wait_for_job
 from runners.jars import java_kafka_expansion_service
-from transforms.checkpoint import (AggregateCheckpoint, CountForCheckpointFn, QuerySpec, forget_save_failure,
-                                   save_failure)
+from transforms.checkpoint import AggregateCheckpoint, QuerySpec, forget_save_failure, save_failure
 from transforms.directory_source import ReadFromDirectory
 from transforms.kafka_java import ReadFromKafkaJava
 from transforms.catalog import QUERIES
@@ -92,15 +91,15 @@ def _reader(hs: HitstreamOptions, settings: Settings, checkpoint: Optional[Aggre
     return ReadFromKafka(config)
 
 
-def _query(name: str, mode: OutputMode, settings: Settings, batched: bool, seed: Sequence[tuple] = ()
-           ) -> beam.PTransform:
+def _query(name: str, mode: OutputMode, settings: Settings, batched: bool, seed: Sequence[tuple] = (),
+           checkpoint: Optional[AggregateCheckpoint] = None, checkpoint_name: str = "") -> beam.PTransform:
     output = OutputConfig(mode=mode, trigger=settings.trigger, watermark_delay=settings.watermark_delay)
+    counting = dict(batched=batched, seed=seed, checkpoint=checkpoint, checkpoint_name=checkpoint_name)
     if name == "zip_counts":
-        return ZipCounts(output, batched=batched, seed=seed)
+        return ZipCounts(output, **counting)
     if name == "isp_counts":
-        return IspCounts(output, batched=batched, seed=seed)
-    return ZipWindowCounts(settings.window_size, settings.window_period, settings.window_offset, output,
-                           batched=batched, seed=seed)
+        return IspCounts(output, **counting)
+    return ZipWindowCounts(settings.window_size, settings.window_period, settings.window_offset, output, **counting)
 
 
 def _checkpoint_name(choice: SinkChoice) -> str:
@@ -141,8 +140,6 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions, records: Optional
     if records is None:
         records = p | "Read" >> _reader(hs, settings, checkpoint)
     parsed = records | "Parse" >> ParseHits(batched=batched)
-    if checkpoint:
-        parsed.good | "CountForCheckpoint" >> beam.ParDo(CountForCheckpointFn(checkpoint))
     # On the fast path "hits" holds HitBatch elements: every sink takes a batch's hits as its rows (SinkWriteFn), so
     # no step pays Beam's per-element cost once per hit.
     outputs = {"dead_letter": parsed.dead_letter, "hits": parsed.good}
@@ -153,8 +150,10 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions, records: Optional
         name = choice.query if QUERIES[choice.query].kind is QueryKind.PROJECTION else f"{choice.query}:{choice.mode.value}"
         if name not in outputs:
             label = "".join(part.title() for part in choice.query.split("_")) + choice.mode.value.title()
-            seed = seeds.get(_checkpoint_name(choice), ())
-            outputs[name] = parsed.good | label >> _query(choice.query, choice.mode, settings, batched, seed)
+            # Each query's pre-aggregation counts into the aggregation checkpoint (one entry per _checkpoint_name).
+            entry = _checkpoint_name(choice)
+            outputs[name] = parsed.good | label >> _query(choice.query, choice.mode, settings, batched,
+                                                          seeds.get(entry, ()), checkpoint, entry)
         sink_label = f"Write{choice.sink.title()}{name.replace(':', '_').title().replace('_', '')}"
         labels[sink_label] = labels.get(sink_label, 0) + 1
         if labels[sink_label] > 1:  # the same query to a second sink of the kind, with settings of its own

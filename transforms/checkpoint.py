@@ -10,9 +10,10 @@ Saved per Kafka partition, in `<dir>/aggregates/<topic>/<partition>.json`:
 - `queries`: what the partials were counted for, so a changed query cannot be fed old counts.
 
 Why it is consistent:
-- `CountForCheckpointFn` runs fused with the Kafka read (no shuffle between the read, the parse and it), and Beam
-  hands each emitted batch downstream before the read goes on, so when a read call for a partition ends at offset
-  E, every record below E has been counted. The call then takes a copy of the counts (at most once per `interval`,
+- Each query's pre-aggregation (`transforms.queries.PreAggregateFn`) adds the partials it computes for its Combine
+  to the counts here (`count`), so nothing is counted twice. It runs fused with the Kafka read (no shuffle between
+  the read, the parse and it), and Beam hands each emitted batch downstream before the read goes on, so when a read
+  call for a partition ends at offset E, every query has counted every record below E. The call then takes a copy of the counts (at most once per `interval`,
   and always when a bounded read completes) and saves it when the runner finalizes the bundle, atomically: temp
   file, fsync, rename.
 - Finalization comes after the bundle's output is committed and its finish_bundle calls returned; the other steps
@@ -22,9 +23,9 @@ Why it is consistent:
   Combine gets the saved partials (the seed) beside the new data. Records read before the kill but after the saved
   offset are read again and counted once: the partials exclude them. Sinks keyed by Kafka record (Parquet) or by
   key (JDBC, Kafka) absorb the replay.
-- A retried bundle hands records already counted to the counter again; it skips them by offset.
+- A retried bundle hands records already counted to the pre-aggregations again; `count` skips them by offset.
 
-The counter and the read share one in-process registry, so this needs the read and the counter in one worker
+The pre-aggregations and the read share one in-process registry, so this needs the read and the counter in one worker
 process: Prism and the DirectRunner (LOOPBACK) are; on Flink, Spark and Dataflow use the runner's own checkpoints.
 """
 from __future__ import annotations
@@ -37,11 +38,9 @@ import threading
 import time
 from typing import Callable, Dict, Iterable, Iterator, List, NamedTuple, Optional, Tuple
 
-import apache_beam as beam
 import orjson
 
 from transforms.durable import write_atomically
-from transforms.queries import DropLateFn, bucket_counts, key_counts
 from transforms.rows import Hit, HitBatch
 
 _LOGGER = logging.getLogger(__name__)
@@ -138,7 +137,9 @@ class AggregateCheckpoint:
             counts = _REGISTRY.get(key)
             if counts is None:
                 saved = self._read(topic, partition)
-                counts = PartitionCounts.from_saved(saved) if saved else PartitionCounts(start, watermark)
+                names = [q.name for q in self.queries]
+                counts = (PartitionCounts.from_saved(saved, names) if saved
+                          else PartitionCounts(dict.fromkeys(names, start), watermark))
                 _REGISTRY[key] = counts
             return counts
 
@@ -151,8 +152,8 @@ class AggregateCheckpoint:
         counts = self.counts(topic, partition, start, watermark)
         with _LOCK:
             # Behind: nothing was read in between (offsets with no record, such as transaction markers, or a first
-            # read). Ahead: a retried bundle; the counter skips what it already counted.
-            counts.next_offset = max(counts.next_offset, start)
+            # read). Ahead: a retried bundle; `count` skips what was already counted.
+            counts.catch_up(start)
 
     def at_call_end(self, topic: str, partition: int, end: int, watermark: Tuple[int, int], final: bool
                     ) -> Optional[Callable[[], None]]:
@@ -160,15 +161,15 @@ class AggregateCheckpoint:
         finalizes the bundle (its output committed, the fused sinks flushed), or None when none is due."""
         counts = self.counts(topic, partition, end, watermark)
         with _LOCK:
-            counts.next_offset = max(counts.next_offset, end)  # offsets with no record at the end of the range
-            if counts.next_offset != end:
+            counts.catch_up(end)  # offsets with no record at the end of the range
+            if any(offset != end for offset in counts.counted.values()):
                 return None  # a retried bundle read less than was counted: the counts are ahead of the sinks
             due = final or time.monotonic() - counts.taken_at >= self.interval
             if not due or end == counts.taken_offset:
                 return None
             counts.taken_offset, counts.taken_at = end, time.monotonic()
             counts.watermark = tuple(watermark)
-            document = counts.to_json(self.queries)
+            document = counts.to_json(self.queries, end)
         path = self.path(topic, partition)
 
         def save() -> None:
@@ -189,6 +190,27 @@ class AggregateCheckpoint:
                     counts.saved_offset = end
 
         return save
+
+    def count(self, query: str, batch: HitBatch, partials: Dict[tuple, list],
+              recount: Callable[[List[Hit]], Dict[tuple, list]]) -> None:
+        """Add `partials`, a batch's partial counts for `query` ({(key, slide bucket or None): [hits, earliest
+        micros or None]}), to its partition's counts. A retried bundle's batch that was counted before is skipped,
+        and one counted in part is recounted from its new hits with `recount(hits)`."""
+        key = (self.directory, batch.topic, batch.partition)
+        with _LOCK:
+            counts = _REGISTRY.get(key)
+            if counts is None:
+                raise RuntimeError(
+                    f"--checkpoint-dir: no read of {batch.topic} [{batch.partition}] in this worker process; the "
+                    "aggregation checkpoint needs the Kafka read and the queries' pre-aggregation in one process "
+                    "(Prism or the DirectRunner). On other runners, leave it to the runner's own checkpoints.")
+            counted = counts.counted[query]
+            if batch.next_offset <= counted:
+                return  # counted before (a retried bundle)
+            if batch.hits and batch.hits[0].offset < counted:
+                partials = recount([hit for hit in batch.hits if hit.offset >= counted])
+            counts.add(query, partials)
+            counts.counted[query] = batch.next_offset
 
 
 def save_failure(directory: str) -> Optional[str]:
@@ -213,8 +235,9 @@ def _add(table: Dict[tuple, list], key: tuple, n: int, earliest: Optional[int]) 
 
 @dataclasses.dataclass
 class PartitionCounts:
-    """The partials of one partition's records below `next_offset`."""
-    next_offset: int
+    """The partials of one partition's records, per query: those below the query's offset in `counted`. The queries
+    count a batch one after another, so their offsets differ only within a read call."""
+    counted: Dict[str, int]
     watermark: Tuple[int, int]
     partials: Dict[str, Dict[tuple, list]] = dataclasses.field(default_factory=dict)
     taken_offset: int = -1  # the last offset a save was prepared for
@@ -223,26 +246,25 @@ class PartitionCounts:
     save_lock: threading.Lock = dataclasses.field(default_factory=threading.Lock, repr=False, compare=False)
 
     @classmethod
-    def from_saved(cls, saved: dict) -> "PartitionCounts":
+    def from_saved(cls, saved: dict, queries: Iterable[str]) -> "PartitionCounts":
         partials = {query: {(key, bucket): [n, earliest] for key, bucket, n, earliest in rows}
                     for query, rows in saved["partials"].items()}
-        return cls(saved["offset"], tuple(saved["watermark"]), partials, taken_offset=saved["offset"],
-                   saved_offset=saved["offset"])
+        return cls(dict.fromkeys(queries, saved["offset"]), tuple(saved["watermark"]), partials,
+                   taken_offset=saved["offset"], saved_offset=saved["offset"])
 
-    def add(self, hits: List[Hit], queries: Iterable[QuerySpec], on_time: Dict[str, DropLateFn]) -> None:
-        for query in queries:
-            table = self.partials.setdefault(query.name, {})
-            if query.window is None:
-                for key, n in key_counts(hits, query.key_field).items():
-                    _add(table, (key, None), n, None)
-            else:
-                kept = filter(on_time[query.name].on_time, hits)
-                for key, (n, earliest) in bucket_counts(kept, query.key_field, query.window).items():
-                    _add(table, key, n, earliest)
+    def catch_up(self, offset: int) -> None:
+        """Every query has counted the records below `offset` (there are none between its offset and this one)."""
+        for query, counted in self.counted.items():
+            self.counted[query] = max(counted, offset)
 
-    def to_json(self, queries: Iterable[QuerySpec]) -> bytes:
+    def add(self, query: str, partials: Dict[tuple, list]) -> None:
+        table = self.partials.setdefault(query, {})
+        for key, (n, earliest) in partials.items():
+            _add(table, key, n, earliest)
+
+    def to_json(self, queries: Iterable[QuerySpec], offset: int) -> bytes:
         return orjson.dumps({
-            "offset": self.next_offset,
+            "offset": offset,
             "watermark": list(self.watermark),
             "queries": [q.identity() for q in queries],
             "partials": {query: [[key, bucket, n, earliest] for (key, bucket), (n, earliest) in table.items()]
@@ -259,33 +281,9 @@ def _well_formed(saved) -> bool:
                 for rows in saved["partials"].values()))
 
 
-# (directory, topic, partition) -> PartitionCounts, shared by the read and the counter of one worker process.
+# (directory, topic, partition) -> PartitionCounts, shared by the read and the pre-aggregations of one worker
+# process.
 _REGISTRY: Dict[Tuple[str, str, int], PartitionCounts] = {}
 _LOCK = threading.Lock()
 # checkpoint dir -> why a save failed, for the read and the job's end to raise (see `save`).
 _SAVE_FAILURES: Dict[str, str] = {}
-
-
-class CountForCheckpointFn(beam.DoFn):
-    """HitBatch -> nothing: adds the batch's hits to its partition's counts in the registry (see the module doc)."""
-
-    def __init__(self, checkpoint: AggregateCheckpoint) -> None:
-        self._checkpoint = checkpoint
-
-    def setup(self) -> None:
-        self._on_time = {q.name: DropLateFn(q.window, q.keep_late) for q in self._checkpoint.queries if q.window}
-
-    def process(self, batch: HitBatch) -> None:
-        key = (self._checkpoint.directory, batch.topic, batch.partition)
-        with _LOCK:
-            counts = _REGISTRY.get(key)
-            if counts is None:
-                raise RuntimeError(
-                    f"--checkpoint-dir: no read of {batch.topic} [{batch.partition}] in this worker process; the "
-                    "aggregation checkpoint needs the Kafka read and the parse in one process (Prism or the "
-                    "DirectRunner). On other runners, leave it to the runner's own checkpoints.")
-            if batch.next_offset <= counts.next_offset:
-                return  # counted before (a retried bundle)
-            hits = [hit for hit in batch.hits if hit.offset >= counts.next_offset]
-            counts.add(hits, self._checkpoint.queries, self._on_time)
-            counts.next_offset = batch.next_offset

@@ -234,21 +234,42 @@ class PreAggregateFn(beam.DoFn):
     one period-aligned bucket belongs to the same sliding windows, so one partial count per bucket is exact. The
     partial is stamped with the earliest hittime in it, which lies in the bucket and, being on time, is never
     behind the source's watermark (in complete mode, which keeps late hits, a late one's partial may be).
+
+    With `checkpoint` (an AggregateCheckpoint, and this query's name in it) the same partials are added to the
+    aggregation checkpoint's counts (transforms/checkpoint.py): the hits are counted once for both.
     """
 
     def __init__(self, key_field: str, window: Optional[Tuple[float, float, float]] = None,
-                 keep_late: bool = False) -> None:
+                 keep_late: bool = False, checkpoint: Any = None, checkpoint_name: str = "") -> None:
         self._key_field = key_field
         self._window = window
         self._drop_late = DropLateFn(window, keep_late)
+        self._checkpoint = checkpoint
+        self._checkpoint_name = checkpoint_name
 
     def process(self, batch: HitBatch, timestamp=beam.DoFn.TimestampParam) -> Iterator[Any]:
         if self._window is None:
-            yield from key_counts(batch.hits, self._key_field).items()
+            partials = self._partials(batch.hits)
+        else:
+            partials = self._partials(self._drop_late.keep(batch.hits))
+        if self._checkpoint is not None:
+            self._checkpoint.count(self._checkpoint_name, batch, partials, self._recount)
+        if self._window is None:
+            for (key, _), (n, _) in partials.items():
+                yield key, n
             return
-        kept = self._drop_late.keep(batch.hits)
-        for (key, _), (n, earliest) in bucket_counts(kept, self._key_field, self._window).items():
+        for (key, _), (n, earliest) in partials.items():
             yield TimestampedValue((key, n), Timestamp(micros=earliest))
+
+    def _partials(self, hits: Iterable[Hit]) -> Dict[tuple, list]:
+        """{(key, slide bucket or None): [hits, earliest micros or None]}, the checkpoint's shape."""
+        if self._window is None:
+            return {(key, None): [n, None] for key, n in key_counts(hits, self._key_field).items()}
+        return bucket_counts(hits, self._key_field, self._window)
+
+    def _recount(self, hits: List[Hit]) -> Dict[tuple, list]:
+        """What process() would count of `hits`, without its metrics: part of a batch, for the checkpoint."""
+        return self._partials(hits if self._window is None else filter(self._drop_late.on_time, hits))
 
 
 def key_counts(hits: Iterable[Hit], key_field: str) -> collections.Counter:
@@ -304,9 +325,13 @@ class _CountQuery(beam.PTransform):
     KEY_FIELD = ""
 
     def __init__(self, output: Optional[OutputConfig] = None, label: Optional[str] = None,
-                 batched: bool = False, seed: Sequence[tuple] = ()) -> None:
+                 batched: bool = False, seed: Sequence[tuple] = (), checkpoint: Any = None,
+                 checkpoint_name: str = "") -> None:
         super().__init__(label)
         self._batched = batched  # input is HitBatch (the fast path) rather than Hit
+        # The aggregation checkpoint the pre-aggregation counts into, as `checkpoint_name` (batched only).
+        self._checkpoint = checkpoint
+        self._checkpoint_name = checkpoint_name
         # Partial counts saved by a stopped job (transforms/checkpoint.py): (key, count, earliest micros or None).
         self._seed = tuple(seed)
         self._output = output if output is not None else OutputConfig()
@@ -337,7 +362,8 @@ class _CountQuery(beam.PTransform):
     def expand(self, hits: beam.PCollection) -> beam.PCollection:
         if self._batched:
             keyed = hits | "PreAggregate" >> beam.ParDo(
-                PreAggregateFn(self.KEY_FIELD, self.window_params(), self.keeps_late))
+                PreAggregateFn(self.KEY_FIELD, self.window_params(), self.keeps_late, self._checkpoint,
+                               self._checkpoint_name))
             count = sum  # of partial counts
         else:
             if self.KIND is QueryKind.WINDOWED_AGGREGATION:
@@ -415,8 +441,10 @@ class ZipWindowCounts(_CountQuery):
             output: Optional[OutputConfig] = None,
             label: Optional[str] = None,
             batched: bool = False,
-            seed: Sequence[tuple] = ()) -> None:
-        super().__init__(output, label, batched, seed)
+            seed: Sequence[tuple] = (),
+            checkpoint: Any = None,
+            checkpoint_name: str = "") -> None:
+        super().__init__(output, label, batched, seed, checkpoint, checkpoint_name)
         self.size = parse_duration(size)
         self.period = parse_duration(period)
         self.offset = parse_duration(offset)

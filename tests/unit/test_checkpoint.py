@@ -1,12 +1,13 @@
-"""The aggregation checkpoint's bookkeeping (transforms/checkpoint.py), without a runner: what is counted, what a
-retried bundle adds, when a save is due, and what a restart reads back."""
+"""The aggregation checkpoint's bookkeeping (transforms/checkpoint.py), without a runner: what the queries'
+pre-aggregations count into it, what a retried bundle adds, when a save is due, and what a restart reads back."""
 import collections
 import datetime
 
 import pytest
 
 from transforms import checkpoint as ckpt
-from transforms.checkpoint import AggregateCheckpoint, CountForCheckpointFn, QuerySpec
+from transforms.checkpoint import AggregateCheckpoint, QuerySpec
+from transforms.queries import PreAggregateFn
 from transforms.rows import Hit, HitBatch
 
 UTC = datetime.timezone.utc
@@ -29,9 +30,11 @@ def checkpoint(tmp_path):
 
 
 def count(checkpoint, hits, next_offset):
-    fn = CountForCheckpointFn(checkpoint)
-    fn.setup()
-    fn.process(HitBatch(tuple(hits), "t", 0, next_offset))
+    """The batch through every query's pre-aggregation, as the fused read stage runs it."""
+    batch = HitBatch(tuple(hits), "t", 0, next_offset)
+    for query in checkpoint.queries:
+        fn = PreAggregateFn(query.key_field, query.window, query.keep_late, checkpoint, query.name)
+        list(fn.process(batch))
 
 
 def seeds(checkpoint, query):
