@@ -9,7 +9,7 @@ import pytest
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
-from transforms.rows import DeadLetter, Hit, Snapshot, WindowCount, ZipCount
+from transforms.rows import DeadLetter, Hit, HitBatch, Snapshot, WindowCount, ZipCount
 from transforms.sinks.base import (
     RetryPolicy, Sink, SinkWriteFn, SinkWriter, call_with_retry, dedupe, idempotency_key, key_columns_of)
 
@@ -81,6 +81,24 @@ def test_rows_are_batched_at_max_batch_size_and_at_bundle_end():
     # a's two rows share a key, so the first batch fills only at b.
     assert writer.calls == [("rows", 0, [ZipCount("a", 2), ZipCount("b", 1)]), ("rows", 1, [ZipCount("c", 1)]),
                             ("finish",)]
+
+
+def test_polls_of_hits_reach_the_writer_whole_and_each_record_once():
+    writer = RecordingWriter()
+    polls = [HitBatch((_hit(0, 0), _hit(0, 1))), HitBatch((_hit(1, 0),)), HitBatch((_hit(0, 2), _hit(0, 3))),
+             HitBatch((_hit(0, 1), _hit(0, 2), _hit(0, 4))),  # a replay over pending offsets, and one new
+             HitBatch((_hit(0, 5),)), HitBatch(())]
+    _run_fn(SinkWriteFn(writer, "test", retry=NO_WAIT), polls)
+    (_, _, rows), finish = writer.calls
+    assert finish == ("finish",)
+    assert [(row.partition, row.offset) for row in rows] == [(0, 0), (0, 1), (1, 0), (0, 2), (0, 3), (0, 4), (0, 5)]
+
+
+def test_polls_of_hits_are_flushed_at_max_batch_size():
+    writer = RecordingWriter()
+    _run_fn(SinkWriteFn(writer, "test", max_batch_size=3, retry=NO_WAIT),
+            [HitBatch((_hit(0, 0), _hit(0, 1))), HitBatch((_hit(0, 2), _hit(0, 3))), HitBatch((_hit(0, 4),))])
+    assert [[row.offset for row in call[2]] for call in writer.calls[:-1]] == [[0, 1, 2, 3], [4]]
 
 
 def test_a_snapshot_flushes_pending_rows_first_and_keeps_its_batch_id():

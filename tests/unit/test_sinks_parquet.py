@@ -9,13 +9,14 @@ import threading
 
 import duckdb
 import orjson
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from transforms.rows import DeadLetter, Hit, Snapshot, WindowCount
 from transforms.sinks.parquet import (
     DEFAULT_COMMIT_DIR, HIVE_NULL, LOG_NAME, TEMP_DIR, OffsetRanges, ParquetWriter, WriteToParquet,
-    dataset, duckdb_source, runs_of)
+    dataset, duckdb_source, offset_runs, partition_groups)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -50,7 +51,23 @@ def test_offset_ranges_merge_and_contain():
     assert ranges.runs() == [[0, 9], [12, 12], [20, 25]] and ranges.high == 25
     ranges.close_gaps_below(15)
     assert ranges.runs() == [[0, 12], [20, 25]]
-    assert runs_of([7, 1, 2, 3, 9, 8]) == [[1, 3], [7, 9]]
+    assert ranges.overlaps(13, 19) is False and ranges.overlaps(13, 20) and ranges.overlaps(-5, 0)
+    assert not ranges.overlaps(26, 30)
+
+
+def test_offset_runs_per_partition_from_columns():
+    table = pa.table({"topic": ["b", "a", "a", "a", "a", "a", "a", "a"],
+                      "partition": pa.array([0, 1, 1, 1, 0, 1, 1, 1], pa.int32()),
+                      "offset": pa.array([5, 7, 1, 2, 4, 3, 9, 3], pa.int64())})  # 3 twice: one record twice
+    assert offset_runs(table) == [["a", 0, [[4, 4]]], ["a", 1, [[1, 3], [7, 7], [9, 9]]], ["b", 0, [[5, 5]]]]
+
+
+def test_partition_groups_keep_nulls_and_row_indexes():
+    zipcodes = pa.array(["02134", None, "02134", "94107"])
+    days = pa.array(["d1", "d1", "d1", "d2"])
+    groups = {values: indexes.tolist() for values, indexes in partition_groups([zipcodes, days], 4)}
+    assert groups == {("02134", "d1"): [0, 2], (None, "d1"): [1], ("94107", "d2"): [3]}
+    assert [(v, i.tolist()) for v, i in partition_groups([], 2)] == [((), [0, 1])]
 
 
 def test_hive_layout_partitions_by_zipcode_and_day(tmp_path):

@@ -30,7 +30,7 @@ import logging
 import operator
 import random
 import time
-from typing import Callable, Dict, Hashable, Iterator, List, Optional, Sequence, Tuple, Type
+from typing import Callable, Dict, Hashable, Iterable, Iterator, List, Optional, Sequence, Tuple, Type
 
 import apache_beam as beam
 from apache_beam.transforms.trigger import AccumulationMode, AfterCount, Repeatedly
@@ -189,7 +189,11 @@ class SinkWriteFn(beam.DoFn):
         self._max_batch_size = max_batch_size
         self._retry = retry
         self._telemetry = telemetry.SinkTelemetry(name)
-        self._pending: Dict[Hashable, tuple] = {}
+        self._pending: Dict[Hashable, tuple] = {}  # one row per idempotency key
+        # The fast path's polls, kept whole (see `_add_hits`); the last offset pending per (topic, partition).
+        self._hit_runs: List[tuple] = []
+        self._hit_rows = 0
+        self._last_offsets: Dict[Tuple[str, int], int] = {}
         self._next_batch_id = 0
 
     def setup(self) -> None:
@@ -197,6 +201,7 @@ class SinkWriteFn(beam.DoFn):
 
     def start_bundle(self) -> None:
         self._pending = {}
+        self._hit_runs, self._hit_rows, self._last_offsets = [], 0, {}
         self._writer.start_bundle()
 
     def process(self, element: object) -> Iterator[None]:
@@ -205,17 +210,42 @@ class SinkWriteFn(beam.DoFn):
             self._call(lambda: self._writer.write_snapshot(element), "write_snapshot")
             self._telemetry.written(element)
             return iter(())
+        if type(element) is HitBatch:
+            self._add_hits(element.hits)
+        else:
+            self._add_rows((element,))
+        return iter(())
+
+    def _add_hits(self, hits: tuple) -> None:
+        """A poll's hits (the fast path's `hits`): distinct records of one partition, in offset order. While each
+        partition's polls follow one another they are kept whole, with no per-row look-up; a poll that goes back
+        over offsets already pending (a replay) takes the per-row path, which keeps one row per record."""
+        if not hits:
+            return
+        partition = (hits[0].topic, hits[0].partition)
+        last = self._last_offsets.get(partition, -1)
+        self._last_offsets[partition] = max(last, hits[-1].offset)
+        if hits[0].offset <= last:
+            runs, self._hit_runs, self._hit_rows = self._hit_runs, [], 0
+            for run in runs:  # keep arrival order: what came before this poll goes first
+                self._add_rows(run)
+            self._add_rows(hits)
+            return
+        self._hit_runs.append(hits)
+        self._hit_rows += len(hits)
+        if len(self._pending) + self._hit_rows >= self._max_batch_size:
+            self._flush()
+
+    def _add_rows(self, rows: Iterable[tuple]) -> None:
         pending = self._pending
-        # A HitBatch brings the rows of a whole Kafka poll as one element (the fast path's `hits`).
-        for row in (element.hits if type(element) is HitBatch else (element,)):
+        for row in rows:
             key = idempotency_key(row)
             seen = pending.get(key)
             if seen is None or _newer(row, seen):
                 pending[key] = row
-            if len(pending) >= self._max_batch_size:
+            if len(pending) + self._hit_rows >= self._max_batch_size:
                 self._flush()
                 pending = self._pending
-        return iter(())
 
     def finish_bundle(self) -> None:
         self._flush()
@@ -225,13 +255,15 @@ class SinkWriteFn(beam.DoFn):
         self._writer.teardown()
 
     def _flush(self) -> None:
-        if not self._pending:
+        if not self._pending and not self._hit_runs:
             return
         rows = list(self._pending.values())
+        for run in self._hit_runs:
+            rows.extend(run)
         batch_id = self._next_batch_id
         self._call(lambda: self._writer.write_rows(rows, batch_id), "write_rows")
         self._next_batch_id += 1
-        self._pending = {}
+        self._pending, self._hit_runs, self._hit_rows = {}, [], 0
         self._telemetry.written(rows)
 
     def _call(self, fn: Callable[[], object], what: str) -> None:

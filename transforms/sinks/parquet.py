@@ -54,18 +54,18 @@ import datetime
 import fcntl
 import hashlib
 import logging
-import operator
 import os
 import re
 import threading
 import time
-import typing
 import urllib.parse
 import uuid
 from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Type
 
+import numpy as np
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from transforms.durable import fsync_dir, write_atomically
@@ -106,6 +106,11 @@ class OffsetRanges:
     def __len__(self) -> int:
         return len(self._lo)
 
+    def overlaps(self, lo: int, hi: int) -> bool:
+        """Whether any offset in [lo, hi] is in the set."""
+        i = bisect.bisect_right(self._lo, hi) - 1  # the last range that starts at or before hi
+        return i >= 0 and self._hi[i] >= lo
+
     def add(self, lo: int, hi: int) -> None:
         i = bisect.bisect_left(self._hi, lo - 1)  # first range that ends at or after lo - 1
         j = bisect.bisect_right(self._lo, hi + 1)  # ranges before j start at or before hi + 1
@@ -127,17 +132,6 @@ class OffsetRanges:
 
     def runs(self) -> List[List[int]]:
         return [[lo, hi] for lo, hi in zip(self._lo, self._hi)]
-
-
-def runs_of(offsets: Iterable[int]) -> List[List[int]]:
-    """Sorted distinct offsets -> inclusive contiguous runs: [0, 1, 2, 5] -> [[0, 2], [5, 5]]."""
-    runs: List[List[int]] = []
-    for offset in sorted(set(offsets)):
-        if runs and runs[-1][1] == offset - 1:
-            runs[-1][1] = offset
-        else:
-            runs.append([offset, offset])
-    return runs
 
 
 # -- the commit log ---------------------------------------------------------------------------------------------
@@ -295,12 +289,25 @@ class CommitLog:
         """Every complete line of the log (for recovery)."""
         return read_log(self.log_path)
 
-    def committed(self, row: tuple) -> bool:
-        """Whether `row` (by Kafka coordinates, else by idempotency key) is already in the files."""
-        if "offset" in row._fields:
-            ranges = self._offsets.get((row.topic, row.partition))
-            return ranges is not None and row.offset in ranges
-        return _key_json(idempotency_key(row)) in self._keys
+    @property
+    def keys(self) -> set:
+        """The idempotency keys (as JSON) of the committed rows that have no Kafka coordinates."""
+        return self._keys
+
+    def fresh_rows(self, runs: list, topics: pa.ChunkedArray, partitions: pa.ChunkedArray,
+                   offsets: pa.ChunkedArray) -> Optional[np.ndarray]:
+        """Which records (the columns of a batch, with its `offset_runs`) are not in the files yet: None when none
+        is, the usual case of a partition read on past its committed offsets; else a mask of the new ones."""
+        overlapping = set()
+        for topic, partition, batch_runs in runs:
+            ranges = self._offsets.get((topic, partition))
+            if ranges is not None and any(ranges.overlaps(lo, hi) for lo, hi in batch_runs):
+                overlapping.add((topic, partition))
+        if not overlapping:
+            return None
+        return np.array([(topic, partition) not in overlapping or offset not in self._offsets[(topic, partition)]
+                         for topic, partition, offset in zip(topics.to_pylist(), partitions.to_pylist(),
+                                                             offsets.to_pylist())], dtype=bool)
 
     def offsets(self) -> Dict[Tuple[str, int], List[List[int]]]:
         return {tp: ranges.runs() for tp, ranges in self._offsets.items()}
@@ -385,19 +392,6 @@ def partition_value(row: tuple, column: str) -> Optional[str]:
     return str(value)
 
 
-def _partition_values_fn(row_type: type, columns: Sequence[str]):
-    """row -> its partition values; a plain attrgetter when every column is a string field (the common case)."""
-    fields = getattr(row_type, "_fields", ())
-    try:
-        hints = typing.get_type_hints(row_type)
-    except Exception:  # an unresolvable annotation: take the general path
-        hints = {}
-    if columns and all(c in fields and hints.get(c) in (str, Optional[str]) for c in columns):
-        get = operator.attrgetter(*columns)
-        return (lambda row: (get(row),)) if len(columns) == 1 else get
-    return lambda row: tuple(partition_value(row, c) for c in columns)
-
-
 def partition_dir(columns: Sequence[str], values: Sequence[Optional[str]]) -> str:
     return os.path.join(*(f"{c}={HIVE_NULL if v is None else urllib.parse.quote(v, safe='')}"
                           for c, v in zip(columns, values))) if columns else ""
@@ -443,20 +437,39 @@ class ParquetWriter(SinkWriter):
                          "does not support Complete output mode'); use append")
 
     def write_rows(self, rows: List[tuple], batch_id: int) -> None:
+        if not rows:
+            return
         log = self._log
+        schema = schema_of(type(rows[0]), rows[0])
+        # One conversion of the whole batch; the look-ups, offset runs and partition groups below work on its columns,
+        # not once per row (a flush holds tens of thousands of hits).
+        table = to_arrow(rows, schema)
         with log.locked():
-            fresh = [row for row in rows if not log.committed(row)]
-            self.skipped += len(rows) - len(fresh)
-            if len(fresh) < len(rows):
-                _LOGGER.info("parquet sink: %d of %d row(s) already committed, skipped", len(rows) - len(fresh),
-                             len(rows))
-            if not fresh:
-                return
+            if "offset" in schema.names:
+                runs = offset_runs(table)
+                fresh = log.fresh_rows(runs, table.column("topic"), table.column("partition"), table.column("offset"))
+                keys = []
+            else:
+                keys = [_key_json(idempotency_key(row)) for row in rows]
+                fresh = np.array([key not in log.keys for key in keys], dtype=bool)
+                fresh = None if fresh.all() else fresh
+            if fresh is not None:  # some rows are in the files already: write the others
+                table = table.filter(pa.array(fresh))
+                rows = [row for row, new in zip(rows, fresh) if new]
+                skipped = len(fresh) - len(rows)
+                self.skipped += skipped
+                _LOGGER.info("parquet sink: %d of %d row(s) already committed, skipped", skipped, len(fresh))
+                if not rows:
+                    return
+                if keys:
+                    keys = [key for key, new in zip(keys, fresh) if new]
+                else:
+                    runs = offset_runs(table)
             txn = f"{int(time.time() * 1000):013d}-{uuid.uuid4().hex[:12]}"
             try:
-                files = self._write_temp_files(txn, fresh)
-                log.append({"txn": txn, "files": files, "offsets": _offset_runs(fresh), "keys": _keys(fresh),
-                            "rows": len(fresh)})
+                files = self._write_temp_files(txn, table, rows)
+                log.append({"txn": txn, "files": files, "offsets": runs if not keys else [], "keys": keys,
+                            "rows": len(rows)})
                 for temp, final in files:
                     final_path = os.path.join(self._base_path, final)
                     os.makedirs(os.path.dirname(final_path), exist_ok=True)
@@ -468,22 +481,17 @@ class ParquetWriter(SinkWriter):
                 raise OSError(error.errno, f"parquet sink: writing under {self._base_path} (commit log "
                                            f"{log.log_path}) failed: {error}") from error
 
-    def _write_temp_files(self, txn: str, rows: List[tuple]) -> List[List[str]]:
-        groups: Dict[Tuple[Optional[str], ...], List[int]] = {}
-        values_of = _partition_values_fn(type(rows[0]), self._partition_by)
-        for index, row in enumerate(rows):
-            groups.setdefault(values_of(row), []).append(index)
-        schema = schema_of(type(rows[0]), rows[0])
-        # One conversion of the whole batch, then a take per partition directory: a batch spreads over hundreds of
-        # zipcodes, and converting each group on its own cost one pa.array call per column per group.
-        batch = to_arrow(rows, schema).select([f.name for f in schema if f.name not in self._partition_by])
+    def _write_temp_files(self, txn: str, table: pa.Table, rows: List[tuple]) -> List[List[str]]:
+        columns = [self._partition_column(table, rows, column) for column in self._partition_by]
+        data = table.select([name for name in table.column_names if name not in self._partition_by])
+        groups = partition_groups(columns, len(rows))
         files = []
-        for n, (values, indexes) in enumerate(sorted(groups.items(), key=lambda item: repr(item[0]))):
-            table = batch if len(groups) == 1 else batch.take(pa.array(indexes, type=pa.int64()))
+        for n, (values, indexes) in enumerate(sorted(groups, key=lambda group: repr(group[0]))):
+            part = data if len(groups) == 1 else data.take(pa.array(indexes))
             temp = os.path.join(TEMP_DIR, f"{txn}-{n:05d}.parquet.tmp")
             final = os.path.join(partition_dir(self._partition_by, values), f"part-{txn}-{n:05d}.parquet")
             with open(os.path.join(self._base_path, temp), "wb") as out:
-                pq.write_table(table, out, compression=self._compression)
+                pq.write_table(part, out, compression=self._compression)
                 out.flush()
                 if self._durable:
                     os.fsync(out.fileno())
@@ -492,17 +500,61 @@ class ParquetWriter(SinkWriter):
             fsync_dir(os.path.join(self._base_path, TEMP_DIR))
         return files
 
+    @staticmethod
+    def _partition_column(table: pa.Table, rows: List[tuple], column: str) -> pa.Array:
+        """A partition column's directory values: the table's own string column, or derived row by row
+        (`partition_value`: a day from a timestamp, a number as text)."""
+        if column in table.column_names and table.schema.field(column).type == pa.string():
+            return table.column(column)
+        return pa.array([partition_value(row, column) for row in rows], pa.string())
 
-def _offset_runs(rows: List[tuple]) -> list:
-    per_partition: Dict[Tuple[str, int], List[int]] = {}
-    for row in rows:
-        if "offset" in row._fields:
-            per_partition.setdefault((row.topic, row.partition), []).append(row.offset)
-    return [[topic, partition, runs_of(offsets)] for (topic, partition), offsets in sorted(per_partition.items())]
+
+def offset_runs(table: pa.Table) -> list:
+    """The Kafka offsets of a table of records as the log keeps them: [[topic, partition, [[lo, hi], ...]], ...],
+    sorted, each run of consecutive offsets inclusive."""
+    if not table.num_rows:
+        return []
+    topics = pc.dictionary_encode(_one_chunk(table.column("topic")))
+    codes = topics.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    partitions = table.column("partition").to_numpy().astype(np.int64)
+    offsets = table.column("offset").to_numpy()
+    order = np.lexsort((offsets, partitions, codes))
+    codes, partitions, offsets = codes[order], partitions[order], offsets[order]
+    # A run ends where the next offset is not the next number, or the next row is another partition's.
+    ends = np.flatnonzero((np.diff(offsets) != 1) | (np.diff(partitions) != 0) | (np.diff(codes) != 0))
+    runs: Dict[Tuple[str, int], List[List[int]]] = {}
+    start = 0
+    for end in [*ends.tolist(), len(offsets) - 1]:
+        key = (topics.dictionary[codes[start]].as_py(), int(partitions[start]))
+        runs.setdefault(key, []).append([int(offsets[start]), int(offsets[end])])
+        start = end + 1
+    # Duplicate offsets (the same record twice) leave a run [n, n] after one ending at n: merge them.
+    return [[topic, partition, OffsetRanges(ranges).runs()] for (topic, partition), ranges in sorted(runs.items())]
 
 
-def _keys(rows: List[tuple]) -> list:
-    return [_key_json(idempotency_key(row)) for row in rows if "offset" not in row._fields]
+def _one_chunk(column) -> pa.Array:
+    return column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+
+
+def partition_groups(columns: Sequence[pa.Array], length: int) -> List[Tuple[tuple, np.ndarray]]:
+    """Rows by their partition values: [(values, row indexes)], None for a null value."""
+    if not columns:
+        return [((), np.arange(length))]
+    group = np.zeros(length, dtype=np.int64)
+    encoded = []
+    for column in columns:
+        codes = pc.dictionary_encode(_one_chunk(column), null_encoding="encode")
+        encoded.append(codes)
+        indices = codes.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+        _, group = np.unique(group * len(codes.dictionary) + indices, return_inverse=True)
+    order = np.argsort(group, kind="stable")
+    starts = np.flatnonzero(np.diff(group[order], prepend=-1))
+    groups = []
+    for start, end in zip(starts.tolist(), [*starts[1:].tolist(), length]):
+        first = order[start]
+        values = tuple(codes.dictionary[codes.indices[first].as_py()].as_py() for codes in encoded)
+        groups.append((values, order[start:end]))
+    return groups
 
 
 def commit_dir(base_path: str, checkpoint_dir: Optional[str], name: str) -> str:
