@@ -130,3 +130,29 @@ def test_streaming_update_sends_only_changed_keys(kafka_bootstrap, topic_factory
         result.cancel()
     assert new and {row["zipcode"] for row in new} == {only_zip}
     assert max(row["count"] for row in new) == wanted
+
+
+def test_messages_stalled_in_the_producer_are_sent_again_with_a_new_one(kafka_bootstrap, topic_factory):
+    """librdkafka has been seen to deliver nothing more after a broker restart. Here the first producer can reach
+    no broker at all: its flush times out, the retry takes the stuck messages back and a new producer (by then
+    pointed at the real broker) delivers them, each row once."""
+    from transforms.rows import ZipCount
+    from transforms.sinks.base import RetryPolicy, SinkWriteFn
+    from transforms.sinks.kafka import KafkaWriter
+
+    class BrokerBackOnRetry(KafkaWriter):
+        def on_retry(self, error):
+            self._config["bootstrap.servers"] = kafka_bootstrap
+            super().on_retry(error)
+
+    out_topic = topic_factory(partitions=1, prefix="sink-kafka-stalled")
+    writer = BrokerBackOnRetry("127.0.0.1:1", out_topic, "json", {"message.timeout.ms": "300000"}, flush_timeout=2.0)
+    fn = SinkWriteFn(writer, "kafka.stalled", retry=RetryPolicy(max_attempts=2, initial_backoff=0.0))
+    fn.setup()
+    fn.start_bundle()
+    fn.process(ZipCount("94107", 3))
+    fn.process(ZipCount("02134", 5))
+    fn.finish_bundle()  # attempt 1 times out, the retry replaces the producer, attempt 2 delivers
+    fn.teardown()
+    sent = sorted(orjson.loads(value)["zipcode"] for _, value in consume_all(kafka_bootstrap, out_topic))
+    assert sent == ["02134", "94107"]

@@ -113,6 +113,7 @@ class KafkaWriter(SinkWriter):
         self._producer: Optional[Producer] = None
         self._generation = 0
         self._failed: List[Tuple[str, Optional[bytes], bytes, str, KafkaError]] = []
+        self._stalled = False  # the last flush timed out with messages still queued
         self.delivered = 0
 
     def setup(self) -> None:
@@ -181,6 +182,7 @@ class KafkaWriter(SinkWriter):
             self._produce(topic, key, value, what)
         remaining = self._producer.flush(self._flush_timeout)
         if remaining:
+            self._stalled = True
             raise DeliveryError(f"kafka sink: {remaining} message(s) still undelivered after "
                                 f"{self._flush_timeout:g}s", retriable=True)
         for topic, key, value, what, error in self._failed:
@@ -192,6 +194,20 @@ class KafkaWriter(SinkWriter):
                                                                   KafkaError._ALL_BROKERS_DOWN)
                             for error in errors)
             raise DeliveryError(f"kafka sink: {len(errors)} message(s) failed, e.g. {errors[0]}", retriable)
+
+    def on_retry(self, error: BaseException) -> None:
+        """After a broker restart librdkafka has been seen to deliver nothing more, however long it is given (the
+        broker-restart fault test, 1 run in about 10). So when a flush timed out, take the stuck messages back
+        (purged, they come back to the delivery reports as failed, for the retry to send again) and send with a new
+        producer."""
+        if not self._stalled:
+            return
+        self._stalled = False
+        _LOGGER.warning("kafka sink: messages stalled in the producer for %gs; sending them again with a new one",
+                        self._flush_timeout)
+        self._producer.purge(in_queue=True, in_flight=True)
+        self._producer.flush(0)  # serve the purged messages' delivery reports
+        self._producer = Producer(self._config)
 
 
 def _describe(row: tuple, key: Optional[bytes]) -> str:
