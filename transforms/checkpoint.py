@@ -41,6 +41,7 @@ from typing import Callable, Dict, Iterable, Iterator, List, NamedTuple, Optiona
 import orjson
 
 from transforms.durable import write_atomically
+from transforms.queries import add_partial
 from transforms.rows import Hit, HitBatch
 
 _LOGGER = logging.getLogger(__name__)
@@ -126,7 +127,7 @@ class AggregateCheckpoint:
             for query, rows in saved["partials"].items():
                 total = totals.setdefault(query, {})
                 for key, bucket, n, earliest in rows:
-                    _add(total, (key, bucket), n, earliest)
+                    add_partial(total, (key, bucket), n, earliest)
         return {query: [(key, n, earliest) for (key, _), (n, earliest) in total.items()]
                 for query, total in totals.items()}
 
@@ -223,16 +224,6 @@ def forget_save_failure(directory: str) -> None:
     _SAVE_FAILURES.pop(os.path.abspath(directory), None)
 
 
-def _add(table: Dict[tuple, list], key: tuple, n: int, earliest: Optional[int]) -> None:
-    entry = table.get(key)
-    if entry is None:
-        table[key] = [n, earliest]
-        return
-    entry[0] += n
-    if earliest is not None:
-        entry[1] = earliest if entry[1] is None else min(entry[1], earliest)
-
-
 @dataclasses.dataclass
 class PartitionCounts:
     """The partials of one partition's records, per query: those below the query's offset in `counted`. The queries
@@ -260,7 +251,7 @@ class PartitionCounts:
     def add(self, query: str, partials: Dict[tuple, list]) -> None:
         table = self.partials.setdefault(query, {})
         for key, (n, earliest) in partials.items():
-            _add(table, key, n, earliest)
+            add_partial(table, key, n, earliest)
 
     def to_json(self, queries: Iterable[QuerySpec], offset: int) -> bytes:
         return orjson.dumps({

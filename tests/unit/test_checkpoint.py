@@ -4,6 +4,7 @@ import collections
 import datetime
 
 import pytest
+from apache_beam.utils.timestamp import Timestamp
 
 from transforms import checkpoint as ckpt
 from transforms.checkpoint import AggregateCheckpoint, QuerySpec
@@ -34,7 +35,9 @@ def count(checkpoint, hits, next_offset):
     batch = HitBatch(tuple(hits), "t", 0, next_offset)
     for query in checkpoint.queries:
         fn = PreAggregateFn(query.key_field, query.window, query.keep_late, checkpoint, query.name)
-        list(fn.process(batch))
+        fn.start_bundle()
+        fn.process(batch, timestamp=Timestamp(0))
+        list(fn.finish_bundle())
 
 
 def seeds(checkpoint, query):

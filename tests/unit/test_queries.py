@@ -283,6 +283,25 @@ def test_drop_late_fn_drops_late_and_unwindowable_hits():
     assert list(fn.process(fine)) == [fine]
 
 
+def test_pre_aggregation_adds_up_a_bundles_polls_into_one_partial_per_key_and_bucket():
+    from transforms.queries import PreAggregateFn
+    from transforms.rows import HitBatch
+    polls = [(HitBatch((hit("a", "12:03"), hit("a", "12:05"), hit("b", "12:08"))), ts("12:03")),
+             (HitBatch((hit("a", "12:02"), hit("a", "12:04", late=True), hit("b", "12:09"))), ts("12:02"))]
+    windowed, total = PreAggregateFn("zipcode", (600, 300, 120)), PreAggregateFn("zipcode")
+    for fn in (windowed, total):
+        fn.start_bundle()
+        for batch, stamp in polls:
+            assert fn.process(batch, timestamp=stamp) is None  # nothing before the bundle ends
+    # Buckets start 2 minutes past, every 5: 12:02-12:07 holds a's three on-time hits (the late one is dropped),
+    # 12:07-12:12 b's two. Each partial is stamped with its earliest hit.
+    assert sorted((v.value, v.timestamp) for v in windowed.finish_bundle()) == [
+        (("a", 3), ts("12:02")), (("b", 2), ts("12:08"))]
+    # The running totals keep late hits, and take the bundle's earliest poll's timestamp.
+    assert sorted((v.value, v.timestamp) for v in total.finish_bundle()) == [
+        (("a", 4), ts("12:02")), (("b", 2), ts("12:02"))]
+
+
 # --- validation before the graph is built ------------------------------------------------------------------------
 
 @pytest.mark.parametrize("query", [ZipCounts, IspCounts])
