@@ -30,9 +30,12 @@ below 10,000 records (transforms/kafka_java.py). events/s = the hits counted bet
 the one that completes the reference counts, over the time between; start-up (launch to the first output message)
 is shown apart, and the two summed.
 
-Latency: hits produced at a steady rate while hitstream runs with `processing-time=250ms`; for every message on the
-Kafka output topic, latency = arrival time - hittime (= produce time) of the event that brought that zipcode's count
-to the value sent, arrival timed as each message is polled; p50 and p99 per rate (default 10k/s, 5k/s and 1k/s).
+Latency: hits produced at a steady rate (200 zipcodes, 8 partitions) while a contender streams zip_counts in update
+mode to a Kafka topic: hitstream on Prism with `processing-time=250ms`, and the peers that emit per update, Bytewax
+(`stateful_map`) and Quix Streams (a running count), each its `--form updates --streaming` (bench/peers). For every
+message on the output topic, latency = arrival time - hittime (= produce time) of the event that brought that
+zipcode's count to the value sent, arrival timed as each message is polled; p50 and p99 per rate (default 10k/s,
+5k/s and 1k/s) and contender (`--latency-contenders`).
 
 Peak RSS is the whole process tree (the Python driver and Prism, a peer's processes, or the Python driver and the
 JVM); the memory table also gives Prism's own peak.
@@ -261,15 +264,37 @@ def _median(runs: list, key: str):
     return statistics.median(values) if values else None
 
 
-def measure_latency(bootstrap: str, rate: float, seconds: float, workdir: Path, trigger: str = "processing-time=250ms") -> dict:
-    """p50/p99 from produce to the count on the output topic, hitstream streaming with `trigger`."""
+LATENCY_TRIGGER = "processing-time=250ms"
+
+
+def hitstream_latency_cmd(bootstrap: str, topic: str, output: str, run_seconds: float, workdir: Path) -> list:
+    """hitstream on Prism streaming zip_counts (update mode) to `output` on every LATENCY_TRIGGER."""
+    cmd = _hitstream_cmd("prism", bootstrap, topic, workdir, trigger=LATENCY_TRIGGER)
+    return [c for c in cmd if not c.startswith("--output-topic")] + [
+        f"--output-topic={output}", f"--run-seconds={run_seconds:g}", "--sink=zip_counts=kafka:update"]
+
+
+def peer_latency_cmd(peer: str, bootstrap: str, topic: str, output: str, run_seconds: float, _workdir: Path) -> list:
+    return peers.streaming_command(peer, bootstrap, topic, output, run_seconds)
+
+
+# Latency contenders: name -> (when it emits, command(bootstrap, topic, output, run_seconds, workdir)).
+LATENCY_COMMANDS = {"hitstream (prism)": (LATENCY_TRIGGER, hitstream_latency_cmd),
+                    "Bytewax (updates)": ("every update", functools.partial(peer_latency_cmd, "bytewax")),
+                    "Quix Streams (updates)": ("every update", functools.partial(peer_latency_cmd, "quix"))}
+LATENCY_STARTUP_SECONDS, LATENCY_DRAIN_SECONDS = 15, 8
+
+
+def measure_latency(contender: str, bootstrap: str, rate: float, seconds: float, workdir: Path) -> dict:
+    """p50/p99 from produce to the count on the output topic, `contender` (of LATENCY_COMMANDS) streaming."""
+    trigger, command = LATENCY_COMMANDS[contender]
     topic = f"bench-latency-{uuid.uuid4().hex[:8]}"
     ensure_topic(bootstrap, topic, 8)
     output = f"{topic}-counts"
     ensure_topic(bootstrap, output, 1)
-    cmd = _hitstream_cmd("prism", bootstrap, topic, workdir, trigger=trigger)
-    cmd = [c for c in cmd if not c.startswith("--output-topic")] + [
-        f"--output-topic={output}", f"--run-seconds={seconds + 25}", "--sink=zip_counts=kafka:update"]
+    # The job outlives the measurement by a margin: it is stopped (SIGTERM) once the output has been read.
+    cmd = command(bootstrap, topic, output, LATENCY_STARTUP_SECONDS + seconds + LATENCY_DRAIN_SECONDS + 10, workdir)
+    log = workdir / f"{topic}.log"
     arrivals = []
     stop = threading.Event()
 
@@ -286,14 +311,14 @@ def measure_latency(bootstrap: str, rate: float, seconds: float, workdir: Path, 
                 arrivals.append((time.time() * 1000, body["zipcode"], body["count"]))
         consumer.close()
 
-    job = subprocess.Popen(cmd, cwd=str(REPO), env=child_env(), stdout=open(workdir / "latency-job.log", "wb"),
-                           stderr=subprocess.STDOUT)
+    with open(log, "wb") as out:
+        job = subprocess.Popen(cmd, cwd=str(REPO), env=child_env(), stdout=out, stderr=subprocess.STDOUT)
     reader = threading.Thread(target=consume_output, daemon=True)
     reader.start()
-    time.sleep(15)  # the job is up and reading before the clock starts
+    time.sleep(LATENCY_STARTUP_SECONDS)  # the job is up and reading before the clock starts
     report = produce(ProduceSpec(topic=topic, bootstrap_servers=bootstrap, count=int(rate * seconds), rate=rate,
                                  partitions=8, zipcodes=200, keep_events=True))
-    time.sleep(8)
+    time.sleep(LATENCY_DRAIN_SECONDS)
     stop.set()
     reader.join()
     job.terminate()
@@ -305,10 +330,11 @@ def measure_latency(bootstrap: str, rate: float, seconds: float, workdir: Path, 
     latencies = sorted(at - produced_at[zipcode][count - 1] for at, zipcode, count in arrivals
                        if count <= len(produced_at.get(zipcode, ())))
     if not latencies:
-        raise RuntimeError(f"no counts arrived on {output}; see {workdir / 'latency-job.log'}")
+        raise RuntimeError(f"{contender}: no counts arrived on {output}; see {log}:\n{log.read_text()[-3000:]}")
     pick = lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))] / 1000.0  # noqa: E731
-    return {"rate": rate, "seconds": seconds, "trigger": trigger, "messages": len(latencies), "p50": pick(0.50), "p99": pick(0.99),
-            "produced": report.produced, "achieved_rate": report.produced / report.seconds}
+    return {"contender": contender, "rate": rate, "seconds": seconds, "trigger": trigger, "messages": len(latencies),
+            "p50": pick(0.50), "p99": pick(0.99), "produced": report.produced,
+            "achieved_rate": report.produced / report.seconds}
 
 
 def chart(tables: dict, path: Path) -> None:
@@ -398,10 +424,17 @@ def main(argv=None) -> int:
     parser.add_argument("--latency-rates", default="10000,5000,1000",
                         help="events/s to measure latency at, comma-separated (default: 10000,5000,1000)")
     parser.add_argument("--latency-seconds", type=float, default=60, help="(default: 60)")
+    parser.add_argument("--latency-contenders", default=",".join(LATENCY_COMMANDS),
+                        help=f"latency contenders, comma-separated (default: all: {', '.join(LATENCY_COMMANDS)}; "
+                             "empty: none)")
     parser.add_argument("--no-spark", action="store_true", help="leave Spark out (only to debug; not a result)")
     parser.add_argument("--chart", default="", help="write the throughput chart PNG here (default: off)")
     parser.add_argument("--json", default="", help="write every figure as JSON here (default: off)")
     args = parser.parse_args(argv)
+    latency_names = [n for n in args.latency_contenders.split(",") if n]
+    unknown = set(latency_names) - set(LATENCY_COMMANDS)
+    if unknown:  # caught now, not after the hour of sections before latency
+        parser.error(f"unknown --latency-contenders {sorted(unknown)}; choose from {', '.join(LATENCY_COMMANDS)}")
     bootstrap = args.bootstrap_servers
     workdir = Path(tempfile.mkdtemp(prefix="hitstream-bench-"))
     results = {"date": datetime.date.today().isoformat(), "count": args.count, "repeats": args.repeats}
@@ -456,13 +489,14 @@ def main(argv=None) -> int:
         for row in memory:
             print(f"| {row['events']:,} | {row['peak_rss_mb']:,.0f} | {row['peak_prism_rss_mb']:,.0f} |")
 
-        results["latency"] = [measure_latency(bootstrap, float(rate), args.latency_seconds, workdir)
-                              for rate in args.latency_rates.split(",") if rate]
-        print(f"\nLatency, hitstream (prism), {args.latency_seconds:g} s per rate\n")
-        print("| events/s | trigger | output messages | p50 s | p99 s |\n|---|---|---|---|---|")
+        # Rate by rate, the contenders one after the other: each rate's rows are measured close together.
+        results["latency"] = [measure_latency(name, bootstrap, float(rate), args.latency_seconds, workdir)
+                              for rate in args.latency_rates.split(",") if rate for name in latency_names]
+        print(f"\nLatency, {args.latency_seconds:g} s per rate and contender\n")
+        print("| contender | events/s | emits on | output messages | p50 s | p99 s |\n|---|---|---|---|---|---|")
         for row in results["latency"]:
-            print(f"| {row['achieved_rate']:,.0f} | {row['trigger']} | {row['messages']:,} | {row['p50']:.2f} | "
-                  f"{row['p99']:.2f} |")
+            print(f"| {row['contender']} | {row['achieved_rate']:,.0f} | {row['trigger']} | {row['messages']:,} | "
+                  f"{row['p50']:.2f} | {row['p99']:.2f} |")
         if args.chart:
             chart({"blog core": results["core"], "full blog pipeline": results["full"]}, Path(args.chart))
     finally:

@@ -23,6 +23,16 @@ The contract every peer script keeps (hitstream's own blog-core run writes the s
   per-update form (a message per change).
 * Exits 0 once its producer has flushed every message; the last message per key must equal the reference
   (`bench.reference`).
+
+The latency measurement (`bench.blog.measure_latency`) runs the per-update form unbounded:
+
+    <python> bench/peers/<name>_core.py --bootstrap-servers B --topic T --zip-topic Z --form updates \
+        --streaming [--run-seconds S] [--window-topic W] [--dead-letter-topic D]
+
+* Reads T from the earliest offset and on past its end, a message to Z per zip_counts update, until SIGTERM or
+  SIGINT, or S seconds (0, the default: no limit); then exits 0.
+* Builds zip_window_counts and the dead letters only when W and D are given: the measurement gives neither, as
+  hitstream's run there has only the zip_counts sink.
 """
 from __future__ import annotations
 
@@ -61,3 +71,9 @@ def command(name: str, form: str, bootstrap: str, topic: str, zip_topic: str, wi
     return [str(python(name)), str(script(name)), f"--bootstrap-servers={bootstrap}", f"--topic={topic}",
             f"--zip-topic={zip_topic}", f"--window-topic={window_topic}",
             f"--dead-letter-topic={dead_letter_topic}", f"--form={form}"]
+
+
+def streaming_command(name: str, bootstrap: str, topic: str, zip_topic: str, run_seconds: float) -> list:
+    """The per-update form reading on past the topic's end, zip_counts only (see the docstring)."""
+    return [str(python(name)), str(script(name)), f"--bootstrap-servers={bootstrap}", f"--topic={topic}",
+            f"--zip-topic={zip_topic}", "--form=updates", "--streaming", f"--run-seconds={run_seconds:g}"]

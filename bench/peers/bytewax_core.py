@@ -13,10 +13,14 @@ The contract (flags, parse rules, output formats) is in `bench/peers/__init__.py
   window's when the watermark passes its end, the rest at EOF.
   `--form updates`: `stateful_map` for zip_counts, and the generic `window` operator with a logic that emits the
   window's running count on every hit (unordered, so each hit is counted as it arrives).
+* `--streaming` (the latency measurement's form, `--form updates` only): the source tails the topic; SIGTERM,
+  SIGINT and the end of `--run-seconds` raise KeyboardInterrupt, on which Bytewax stops its workers as on Ctrl-C.
+  The windows and the dead letters are built only when their topics are given.
 """
 import argparse
 import datetime
 import functools
+import signal
 
 import orjson
 from bytewax import operators as op
@@ -94,37 +98,63 @@ def window_message(topic: str, zipcode: str, window_id: int, count: int) -> Kafk
 def build(args) -> Dataflow:
     brokers = [args.bootstrap_servers]
     flow = Dataflow("blog_core")
-    records = op.input("read", flow, KafkaSource(brokers, [args.topic], tail=False))
+    records = op.input("read", flow, KafkaSource(brokers, [args.topic], tail=args.streaming))
     parsed = op.branch("parse", op.map("parse_value", records, parse), lambda item: type(item) is tuple)
     hits = parsed.trues
-    dead = op.map("dead_letters", parsed.falses,
-                  lambda message: KafkaSinkMessage(message.key, message.value, topic=args.dead_letter_topic))
-
-    # A still "now" and no wake-ups: the watermark follows the hits' event time only (see the docstring).
-    clock = win.EventClock(lambda hit: hit[1], wait_for_system_duration=WAIT, now_getter=lambda: EPOCH,
-                           to_system_utc=lambda _: None)
-    windower = win.SlidingWindower(length=WINDOW, offset=SLIDE, align_to=ALIGN)
     if args.form == "final":
         counts = op.count_final("zip_counts", hits, lambda hit: hit[0])
-        windows = win.count_window("zip_window_counts", hits, clock, windower, lambda hit: hit[0]).down
     else:
         keyed = op.key_on("by_zipcode", hits, lambda hit: hit[0])
         counts = op.stateful_map("zip_counts", keyed, lambda count, _: ((count or 0) + 1,) * 2)
-        windows = win.window("zip_window_counts", keyed, clock, windower, RunningCount, ordered=False).down
+    outputs = [op.map("zip_json", counts, lambda kv: zip_message(args.zip_topic, *kv))]
 
-    zips = op.map("zip_json", counts, lambda kv: zip_message(args.zip_topic, *kv))
-    window_rows = op.map("window_json", windows, lambda kv: window_message(args.window_topic, kv[0], *kv[1]))
-    # One producer for the three topics: each message names its own.
-    op.output("write", op.merge("all", zips, window_rows, dead), KafkaSink(brokers, topic=None))
+    # An operator runs whether or not its output is written: the windows are built only for a topic to take them.
+    if args.window_topic:
+        # A still "now" and no wake-ups: the watermark follows the hits' event time only (see the docstring).
+        clock = win.EventClock(lambda hit: hit[1], wait_for_system_duration=WAIT, now_getter=lambda: EPOCH,
+                               to_system_utc=lambda _: None)
+        windower = win.SlidingWindower(length=WINDOW, offset=SLIDE, align_to=ALIGN)
+        if args.form == "final":
+            windows = win.count_window("zip_window_counts", hits, clock, windower, lambda hit: hit[0]).down
+        else:
+            windows = win.window("zip_window_counts", keyed, clock, windower, RunningCount, ordered=False).down
+        outputs.append(op.map("window_json", windows, lambda kv: window_message(args.window_topic, kv[0], *kv[1])))
+    if args.dead_letter_topic:
+        outputs.append(op.map("dead_letters", parsed.falses, lambda message: KafkaSinkMessage(
+            message.key, message.value, topic=args.dead_letter_topic)))
+    # One producer for every topic: each message names its own.
+    op.output("write", op.merge("all", *outputs), KafkaSink(brokers, topic=None))
     return flow
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    for flag in ("--bootstrap-servers", "--topic", "--zip-topic", "--window-topic", "--dead-letter-topic"):
+    for flag in ("--bootstrap-servers", "--topic", "--zip-topic"):
         parser.add_argument(flag, required=True)
+    parser.add_argument("--window-topic", help="required unless --streaming")
+    parser.add_argument("--dead-letter-topic", help="required unless --streaming")
     parser.add_argument("--form", choices=("final", "updates"), default="final")
-    cli_main(build(parser.parse_args()), workers_per_process=WORKERS)
+    parser.add_argument("--streaming", action="store_true",
+                        help="read on past the topic's end until SIGTERM, SIGINT or --run-seconds (--form updates)")
+    parser.add_argument("--run-seconds", type=float, default=0.0,
+                        help="with --streaming, stop after this many seconds; 0 = until signalled (default: 0)")
+    args = parser.parse_args()
+    if not args.streaming:
+        if not (args.window_topic and args.dead_letter_topic):
+            parser.error("a bounded run writes every output: --window-topic and --dead-letter-topic are required")
+        cli_main(build(args), workers_per_process=WORKERS)
+        return
+    if args.form != "updates":
+        parser.error("--streaming is the per-update form: use it with --form updates")
+    # SIGTERM and the --run-seconds timer end the run as Ctrl-C does: Bytewax stops its workers on a
+    # KeyboardInterrupt.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    signal.signal(signal.SIGALRM, signal.default_int_handler)
+    signal.setitimer(signal.ITIMER_REAL, args.run_seconds)  # 0: no timer
+    try:
+        cli_main(build(args), workers_per_process=WORKERS)
+    except KeyboardInterrupt:
+        pass  # the stop asked for
 
 
 if __name__ == "__main__":

@@ -17,6 +17,9 @@ bench/peers/__init__.py).
   bounded input's last windows would never come out. The same aggregations as `updates` run instead, the latest
   result per key is kept, and those are produced once the input is done: one message per key. This costs about the
   CPU of `.final()` (measured within 5%), which does the same state work per hit.
+* `--streaming` (the latency measurement's form, `--form updates` only): no end offsets, the app reads on until
+  SIGTERM or SIGINT (Quix's own handlers stop it) or the end of `--run-seconds` (`Application.stop()` from a
+  timer); the windows and the dead letters are built only when their topics are given.
 * Each run has its own consumer group and state directory and no changelog topics: a run is never resumed, so
   Quix's recovery changelogs (a topic per store, written at every checkpoint) would only cost writes and leave topics
   behind.
@@ -28,6 +31,7 @@ import datetime
 import functools
 import sys
 import tempfile
+import threading
 import uuid
 
 import orjson
@@ -132,15 +136,75 @@ def window_row(window, key, _timestamp, _headers) -> dict:
             "window_end": iso(window["end"] + OFFSET_MS)}
 
 
+def application(args, state_dir: str, **options) -> Application:
+    """An app for one run (see the docstring): a consumer group of its own, from the earliest offset."""
+    return Application(broker_address=args.bootstrap_servers, consumer_group=f"hitstream-quix-{uuid.uuid4().hex}",
+                       auto_offset_reset="earliest", state_dir=state_dir, use_changelog_topics=False,
+                       loglevel="WARNING", **options)
+
+
+def output_topic(app: Application, name: str):
+    return app.topic(name, key_serializer="bytes", value_serializer="json")
+
+
+def blog_core(app: Application, args, keep=None) -> tuple:
+    """The blog core on `app`, the input filtered by `keep` first: dead letters go to their topic (when given), and
+    the zip_counts and zip_window_counts dataframes come back for the caller to send. Windows are built only with a
+    window topic, as hitstream builds only the queries it has sinks for (None without)."""
+    records = app.dataframe(app.topic(args.topic, key_deserializer="bytes", value_deserializer="bytes"))
+    if keep is not None:
+        records = records.filter(keep)
+    parsed = records.apply(parse, metadata=True)
+    if args.dead_letter_topic:
+        parsed.filter(is_dead_letter).to_topic(
+            app.topic(args.dead_letter_topic, key_serializer="bytes", value_serializer="bytes"))
+    hits = parsed.filter(is_hit)
+    counts = hits.apply(count, stateful=True)
+    if not args.window_topic:
+        return counts, None
+    windows = hits.set_timestamp(lambda hit, _key, _timestamp, _headers: hit[1] - OFFSET_MS) \
+        .hopping_window(WINDOW_MS, SLIDE_MS, grace_ms=GRACE_MS, name="zip_window_counts") \
+        .agg(count=Count()).current().apply(window_row, metadata=True)
+    return counts, windows
+
+
+def stream(args) -> int:
+    """The per-update form on a topic without end, until SIGTERM, SIGINT or --run-seconds."""
+    create_topics(args.bootstrap_servers,
+                  [name for name in (args.zip_topic, args.window_topic, args.dead_letter_topic) if name])
+    with tempfile.TemporaryDirectory(prefix="hitstream-quix-") as state_dir:
+        app = application(args, state_dir)
+        counts, windows = blog_core(app, args)
+        counts.to_topic(output_topic(app, args.zip_topic))
+        if windows is not None:
+            windows.to_topic(output_topic(app, args.window_topic))
+        if args.run_seconds:
+            timer = threading.Timer(args.run_seconds, app.stop)
+            timer.daemon = True  # a signal may stop the app first: no wait for the timer at exit
+            timer.start()
+        app.run()  # installs Quix's own SIGTERM and SIGINT handlers, which stop it
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bootstrap-servers", required=True)
     parser.add_argument("--topic", required=True)
     parser.add_argument("--zip-topic", required=True)
-    parser.add_argument("--window-topic", required=True)
-    parser.add_argument("--dead-letter-topic", required=True)
+    parser.add_argument("--window-topic", help="required unless --streaming")
+    parser.add_argument("--dead-letter-topic", help="required unless --streaming")
     parser.add_argument("--form", choices=("final", "updates"), required=True)
+    parser.add_argument("--streaming", action="store_true",
+                        help="read on past the topic's end until SIGTERM, SIGINT or --run-seconds (--form updates)")
+    parser.add_argument("--run-seconds", type=float, default=0.0,
+                        help="with --streaming, stop after this many seconds; 0 = until signalled (default: 0)")
     args = parser.parse_args(argv)
+    if args.streaming:
+        if args.form != "updates":
+            parser.error("--streaming is the per-update form: use it with --form updates")
+        return stream(args)
+    if not (args.window_topic and args.dead_letter_topic):
+        parser.error("a bounded run writes every output: --window-topic and --dead-letter-topic are required")
 
     create_topics(args.bootstrap_servers, [args.zip_topic, args.window_topic, args.dead_letter_topic])
     offsets = watermarks(args.bootstrap_servers, args.topic)
@@ -158,22 +222,9 @@ def main(argv=None) -> int:
                 app.stop()
 
     with tempfile.TemporaryDirectory(prefix="hitstream-quix-") as state_dir:
-        app = Application(broker_address=args.bootstrap_servers,
-                          consumer_group=f"hitstream-quix-{uuid.uuid4().hex}", auto_offset_reset="earliest",
-                          state_dir=state_dir, use_changelog_topics=False, on_message_processed=processed,
-                          loglevel="WARNING")
-        zip_topic = app.topic(args.zip_topic, key_serializer="bytes", value_serializer="json")
-        window_topic = app.topic(args.window_topic, key_serializer="bytes", value_serializer="json")
-        dead_letter_topic = app.topic(args.dead_letter_topic, key_serializer="bytes", value_serializer="bytes")
-
-        parsed = app.dataframe(app.topic(args.topic, key_deserializer="bytes", value_deserializer="bytes")) \
-            .filter(within_bound).apply(parse, metadata=True)
-        parsed.filter(is_dead_letter).to_topic(dead_letter_topic)
-        hits = parsed.filter(is_hit)
-        counts = hits.apply(count, stateful=True)
-        windows = hits.set_timestamp(lambda hit, _key, _timestamp, _headers: hit[1] - OFFSET_MS) \
-            .hopping_window(WINDOW_MS, SLIDE_MS, grace_ms=GRACE_MS, name="zip_window_counts") \
-            .agg(count=Count()).current().apply(window_row, metadata=True)
+        app = application(args, state_dir, on_message_processed=processed)
+        zip_topic, window_topic = output_topic(app, args.zip_topic), output_topic(app, args.window_topic)
+        counts, windows = blog_core(app, args, keep=within_bound)
 
         if args.form == "updates":
             counts.to_topic(zip_topic)

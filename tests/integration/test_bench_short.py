@@ -1,8 +1,8 @@
 """The benchmark's short form, run in CI: every contender side by side on a tiny topic, each checked against the
 reference, the tables, ratios, memory and latency.
 
-The full form (1M events x 3 repeats, 4M for memory, 60 s per latency rate) is `python -m bench.blog`; see the
-README. This checks the harness and every contender's correctness end to end, not the speed.
+The full form (1M events x 3 repeats, 4M for memory, 60 s per latency rate and contender) is `python -m bench.blog`;
+see the README. This checks the harness and every contender's correctness end to end, not the speed.
 """
 import json
 
@@ -38,6 +38,10 @@ def test_benchmark_short_form_runs_every_contender_correctly(kafka_bootstrap, tm
     assert [row["contender"] for row in results["catch_up"]] == ["prism", "prism:java"]
     assert {row["contender"]: row["problems"] for row in results["catch_up"] if row["problems"]} == {}
     assert "| hitstream (prism:java) |" in printed
+    # One rate: a latency row per contender, hitstream's first, the peers' per-update forms after it.
+    assert [row["contender"] for row in results["latency"]] == list(blog.LATENCY_COMMANDS)
     latency = results["latency"][0]
     assert latency["messages"] > 0 and latency["p99"] >= latency["p50"] > 0
+    assert all(row["messages"] > 0 and row["p99"] >= row["p50"] > 0 for row in results["latency"][1:]), \
+        results["latency"]
     assert chart.stat().st_size > 1000
