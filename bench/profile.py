@@ -26,7 +26,7 @@ AREAS = [  # (area, a fragment of the frame's file)
     ("  of it parse (orjson, data contract)", "transforms/parse.py"),
     ("queries (pre-aggregation, windows, combine)", "transforms/queries.py"),
     ("output modes (EmitChanged, snapshots)", "transforms/output_modes.py"),
-    ("checkpoint counter", "transforms/checkpoint.py"),
+    ("checkpoint (its share of the counting)", "transforms/checkpoint.py"),
     ("sinks (buffering, retries, writers)", "transforms/sinks/"),
     ("  of it Parquet", "transforms/sinks/parquet.py"),
     ("  of it rows to Arrow", "transforms/sinks/tables.py"),

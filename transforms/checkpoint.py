@@ -25,8 +25,8 @@ Why it is consistent:
   key (JDBC, Kafka) absorb the replay.
 - A retried bundle hands records already counted to the pre-aggregations again; `count` skips them by offset.
 
-The pre-aggregations and the read share one in-process registry, so this needs the read and the counter in one worker
-process: Prism and the DirectRunner (LOOPBACK) are; on Flink, Spark and Dataflow use the runner's own checkpoints.
+The pre-aggregations and the read share one in-process registry, so this needs them in one worker process: Prism
+and the DirectRunner (LOOPBACK) are; on Flink, Spark and Dataflow use the runner's own checkpoints.
 """
 from __future__ import annotations
 
@@ -70,7 +70,8 @@ class Saved(NamedTuple):
 
 @dataclasses.dataclass(frozen=True)
 class AggregateCheckpoint:
-    """The checkpoint dir and the queries counted into it; shared by the source, the counter and the seed."""
+    """The checkpoint dir and the queries counted into it; shared by the source, the pre-aggregations and the
+    seed."""
     directory: str
     queries: Tuple[QuerySpec, ...]
     interval: float = SAVE_INTERVAL_SECONDS

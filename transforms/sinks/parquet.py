@@ -445,12 +445,11 @@ class ParquetWriter(SinkWriter):
         # not once per row (a flush holds tens of thousands of hits).
         table = to_arrow(rows, schema)
         with log.locked():
-            if "offset" in schema.names:
-                runs = offset_runs(table)
+            if "offset" in schema.names:  # records: exactly once by Kafka coordinates
+                runs, keys = offset_runs(table), []
                 fresh = log.fresh_rows(runs, table.column("topic"), table.column("partition"), table.column("offset"))
-                keys = []
-            else:
-                keys = [_key_json(idempotency_key(row)) for row in rows]
+            else:  # rows without them (WindowCount in append mode): by idempotency key
+                runs, keys = [], [_key_json(idempotency_key(row)) for row in rows]
                 fresh = np.array([key not in log.keys for key in keys], dtype=bool)
                 fresh = None if fresh.all() else fresh
             if fresh is not None:  # some rows are in the files already: write the others
@@ -461,14 +460,12 @@ class ParquetWriter(SinkWriter):
                 _LOGGER.info("parquet sink: %d of %d row(s) already committed, skipped", skipped, len(fresh))
                 if not rows:
                     return
-                if keys:
-                    keys = [key for key, new in zip(keys, fresh) if new]
-                else:
-                    runs = offset_runs(table)
+                keys = [key for key, new in zip(keys, fresh) if new]
+                runs = offset_runs(table) if runs else []
             txn = f"{int(time.time() * 1000):013d}-{uuid.uuid4().hex[:12]}"
             try:
                 files = self._write_temp_files(txn, table, rows)
-                log.append({"txn": txn, "files": files, "offsets": runs if not keys else [], "keys": keys,
+                log.append({"txn": txn, "files": files, "offsets": runs, "keys": keys,
                             "rows": len(rows)})
                 for temp, final in files:
                     final_path = os.path.join(self._base_path, final)
