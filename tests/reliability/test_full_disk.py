@@ -24,9 +24,10 @@ from tests.reliability.scale import scale
 
 pytestmark = pytest.mark.timeout(scale(300, 900))
 
-HITS = 150_000
-# Sizes that fill mid-run: 150,000 hits over 200 zipcodes take about 3x 6 MiB of Parquet, and 200 commits of
-# the log (a line of about 25 KB per commit of about 50,000 hits) about 1.5 times 48 KiB.
+HITS = 300_000
+# Sizes that fill mid-run: 300,000 hits over 200 zipcodes take about 6x 6 MiB of Parquet, and their commit log about
+# 3 times 48 KiB. (With 150,000 the log filled at 100,000-126,000 hits in three runs: too near the end once the
+# sink took bigger batches.)
 DISK = {"parquet": "6m", "checkpoint": "48k"}
 FREED = "512m"
 
