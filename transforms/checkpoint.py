@@ -13,9 +13,9 @@ Why it is consistent:
 - Each query's pre-aggregation (`transforms.queries.PreAggregateFn`) adds the partials it computes for its Combine
   to the counts here (`count`), so nothing is counted twice. It runs fused with the Kafka read (no shuffle between
   the read, the parse and it), and Beam hands each emitted batch downstream before the read goes on, so when a read
-  call for a partition ends at offset E, every query has counted every record below E. The call then takes a copy of the counts (at most once per `interval`,
-  and always when a bounded read completes) and saves it when the runner finalizes the bundle, atomically: temp
-  file, fsync, rename.
+  call for a partition ends at offset E, every query has counted every record below E. The call then takes a copy
+  of the counts (at most once per `interval`, and always when a bounded read completes) and saves it when the
+  runner finalizes the bundle, atomically: temp file, fsync, rename.
 - Finalization comes after the bundle's output is committed and its finish_bundle calls returned; the other steps
   fused with the read, the Parquet hits sink and the dead-letter sinks, flush there, so the records below E are
   durable in them too.

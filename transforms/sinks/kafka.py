@@ -47,11 +47,13 @@ DEAD_LETTER_MAX_MESSAGE_BYTES = 32 * 1024 * 1024
 
 
 class DeliveryError(RuntimeError):
-    """Messages of this bundle were not delivered. `retriable` says whether sending them again may succeed."""
+    """Messages of this bundle were not delivered. `retriable` says whether sending them again may succeed;
+    `stalled`, that they are still queued in the producer (its flush timed out)."""
 
-    def __init__(self, message: str, retriable: bool) -> None:
+    def __init__(self, message: str, retriable: bool, stalled: bool = False) -> None:
         super().__init__(message)
         self.retriable = retriable
+        self.stalled = stalled
 
 
 def _base64(value: bytes) -> str:
@@ -113,7 +115,6 @@ class KafkaWriter(SinkWriter):
         self._producer: Optional[Producer] = None
         self._generation = 0
         self._failed: List[Tuple[str, Optional[bytes], bytes, str, KafkaError]] = []
-        self._stalled = False  # the last flush timed out with messages still queued
         self.delivered = 0
 
     def setup(self) -> None:
@@ -182,9 +183,8 @@ class KafkaWriter(SinkWriter):
             self._produce(topic, key, value, what)
         remaining = self._producer.flush(self._flush_timeout)
         if remaining:
-            self._stalled = True
             raise DeliveryError(f"kafka sink: {remaining} message(s) still undelivered after "
-                                f"{self._flush_timeout:g}s", retriable=True)
+                                f"{self._flush_timeout:g}s", retriable=True, stalled=True)
         for topic, key, value, what, error in self._failed:
             if error.code() == KafkaError.MSG_SIZE_TOO_LARGE:  # sending it again cannot help: say what to change
                 raise DeliveryError(_too_large(topic, key, value, what, error), retriable=False)
@@ -200,9 +200,8 @@ class KafkaWriter(SinkWriter):
         broker-restart fault test, 1 run in about 10). So when a flush timed out, take the stuck messages back
         (purged, they come back to the delivery reports as failed, for the retry to send again) and send with a new
         producer."""
-        if not self._stalled:
+        if not (isinstance(error, DeliveryError) and error.stalled):
             return
-        self._stalled = False
         _LOGGER.warning("kafka sink: messages stalled in the producer for %gs; sending them again with a new one",
                         self._flush_timeout)
         self._producer.purge(in_queue=True, in_flight=True)

@@ -465,8 +465,7 @@ class ParquetWriter(SinkWriter):
             txn = f"{int(time.time() * 1000):013d}-{uuid.uuid4().hex[:12]}"
             try:
                 files = self._write_temp_files(txn, table, rows)
-                log.append({"txn": txn, "files": files, "offsets": runs, "keys": keys,
-                            "rows": len(rows)})
+                log.append({"txn": txn, "files": files, "offsets": runs, "keys": keys, "rows": len(rows)})
                 for temp, final in files:
                     final_path = os.path.join(self._base_path, final)
                     os.makedirs(os.path.dirname(final_path), exist_ok=True)
