@@ -47,6 +47,18 @@ def _contents(work: Path, bootstrap: str, out_topic: str, dead_topic: str) -> di
             "dead_letters": sorted(dead_letter_coordinates(bootstrap, dead_topic))}
 
 
+def _offset_ranges(coordinates: set) -> str:
+    """(partition, offset) pairs as runs per partition, "p2 4801-4838": whether a read skipped a stretch of one
+    partition, or records went missing further on, here and there."""
+    runs = []
+    for partition, offset in sorted(coordinates):
+        if runs and runs[-1][0] == partition and runs[-1][2] == offset - 1:
+            runs[-1][2] = offset
+        else:
+            runs.append([partition, offset, offset])
+    return ", ".join(f"p{p} {a}" if a == b else f"p{p} {a}-{b}" for p, a, b in runs) or "none"
+
+
 def test_java_streaming_read_and_sink_equal_the_native_ones(kafka_bootstrap, topic_factory, tmp_path):
     topic = topic_factory(partitions=3, prefix="java-stream")
     spec = ProduceSpec(topic=topic, bootstrap_servers=kafka_bootstrap, count=6000, rate=300, partitions=3,
@@ -71,13 +83,15 @@ def test_java_streaming_read_and_sink_equal_the_native_ones(kafka_bootstrap, top
             log = work / "job.log"
             while True:
                 counts = latest_counts(kafka_bootstrap, out_topic)
-                hits = len(parquet_coordinates(str(work / "hits")))
+                written = parquet_coordinates(str(work / "hits"))
+                hits = len(written)
                 if counts == dict(report.zip_counts) and hits >= report.well_formed:
                     break
                 assert jobs[kafka_io].poll() is None, f"{kafka_io} ended:\n{log.read_text()[-3000:]}"
                 assert time.monotonic() < deadline, (
                     f"{kafka_io} did not catch up: Kafka sink counts {sum(counts.values())} of "
-                    f"{sum(report.zip_counts.values())}, Parquet hits {hits} of {report.well_formed}\n"
+                    f"{sum(report.zip_counts.values())}, Parquet hits {hits} of {report.well_formed}; not written: "
+                    f"{_offset_ranges(set((e[3], e[4]) for e in report.events) - set(written))}\n"
                     f"{log.read_text()[-3000:]}")
                 time.sleep(1)
         time.sleep(3)  # the windows' last panes, one trigger later
