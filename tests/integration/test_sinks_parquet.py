@@ -157,8 +157,9 @@ WRITER_LOOP = textwrap.dedent("""
         at = t0 + datetime.timedelta(seconds=o)
         return Hit(at, f"{o % 40:05d}", "Cox", None, None, None, None, None, None, at.strftime("%Y-%m-%d"),
                    "hits", p, o, 0)
-    writer = WriteToParquet(base, checkpoint_dir=checkpoint).make_writer()
+    writer = WriteToParquet(base, checkpoint_dir=checkpoint, rows_per_commit=500).make_writer()  # held, then committed
     writer.setup()
+    writer.start_bundle()
     position = {p: 0 if seed == 99 else rng.randrange(0, n) if rng.random() < 0.7 else 0 for p in range(3)}
     batch = 0
     while any(position[p] < n for p in position):
@@ -169,6 +170,7 @@ WRITER_LOOP = textwrap.dedent("""
             position[p] = min(n, position[p] + size)
         writer.write_rows(rows, batch)
         batch += 1
+    writer.finish_bundle()
     print("skipped", writer.skipped, flush=True)
 """)
 

@@ -31,7 +31,8 @@ def hit(partition: int, offset: int, zipcode: str = "94107", minutes: int = 0) -
 
 
 def writer_for(base, **kwargs) -> ParquetWriter:
-    sink = WriteToParquet(str(base), **kwargs)
+    """A set-up writer; it commits each batch as it comes unless `rows_per_commit` says otherwise."""
+    sink = WriteToParquet(str(base), **{"rows_per_commit": 1, **kwargs})
     writer = sink.make_writer()
     writer.setup()
     return writer
@@ -266,3 +267,49 @@ def test_a_commit_log_line_that_is_not_a_commit_is_refused_and_a_torn_tail_is_no
             writer.write_rows([hit(0, 2)], 1)  # a running writer, as it catches up with the log
         assert "line 2 is whole" in str(caught.value)  # the file's line, though the writer had read line 1 before
     assert len(coordinates(tmp_path / "hits")) == 2  # nothing was written past a broken log
+
+
+def parquet_files(base) -> list:
+    return [f for _, _, files in os.walk(base) for f in files if f.endswith(".parquet")]
+
+
+def test_records_are_held_as_arrow_until_the_bundle_ends_then_committed_as_one_transaction(tmp_path):
+    writer = writer_for(tmp_path / "hits", rows_per_commit=1000)
+    writer.start_bundle()
+    writer.write_rows([hit(0, o, "94107") for o in range(100)], 0)
+    writer.write_rows([hit(1, o, "02134") for o in range(100)], 1)
+    writer.write_rows([hit(0, o, "94107") for o in range(100, 200)], 2)
+    assert parquet_files(tmp_path / "hits") == []
+    writer.finish_bundle()
+    assert len(parquet_files(tmp_path / "hits")) == 2  # one file per partition directory, not per batch
+    assert coordinates(tmp_path / "hits") == sorted([("hits", 0, o) for o in range(200)] +
+                                                    [("hits", 1, o) for o in range(100)])
+
+
+def test_held_records_commit_once_they_reach_rows_per_commit(tmp_path):
+    writer = writer_for(tmp_path / "hits", rows_per_commit=100)
+    writer.start_bundle()
+    writer.write_rows([hit(0, o) for o in range(60)], 0)
+    assert parquet_files(tmp_path / "hits") == []
+    writer.write_rows([hit(0, o) for o in range(60, 120)], 1)
+    assert coordinates(tmp_path / "hits") == [("hits", 0, o) for o in range(120)]
+
+
+def test_a_replay_of_held_records_is_written_once(tmp_path):
+    writer = writer_for(tmp_path / "hits", rows_per_commit=1000)
+    writer.start_bundle()
+    writer.write_rows([hit(0, o) for o in range(100)], 0)
+    writer.write_rows([hit(0, o) for o in range(50, 150)], 1)  # half of it held already
+    writer.finish_bundle()
+    assert coordinates(tmp_path / "hits") == [("hits", 0, o) for o in range(150)]
+    assert writer.skipped == 50
+
+
+def test_a_new_bundle_drops_what_a_failed_one_held(tmp_path):
+    writer = writer_for(tmp_path / "hits", rows_per_commit=1000)
+    writer.start_bundle()
+    writer.write_rows([hit(0, o) for o in range(10)], 0)
+    writer.start_bundle()  # the runner gave up on that bundle: it replays those records elsewhere
+    writer.write_rows([hit(0, o) for o in range(10, 20)], 0)
+    writer.finish_bundle()
+    assert coordinates(tmp_path / "hits") == [("hits", 0, o) for o in range(10, 20)]

@@ -84,6 +84,11 @@ LOCK_NAME = "lock"
 DEFAULT_PARTITION_BY = ("zipcode", "day")
 DEFAULT_DEDUPE_HORIZON = 10_000_000
 DEFAULT_COMPACT_EVERY = 500
+# The sink converts every CONVERT_EVERY rows to Arrow and commits ROWS_PER_COMMIT records at a time (or at a bundle's
+# end). Held as Python rows until a commit, 100,000 hits took some 60 MB per bundle running: with the worker's
+# concurrent bundles, most of a 1M-hit run's peak RSS.
+CONVERT_EVERY = 20_000
+ROWS_PER_COMMIT = 100_000
 _COLUMN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -403,13 +408,18 @@ def _derivable(row_type: type, column: str) -> bool:
 
 
 class ParquetWriter(SinkWriter):
-    """Batches -> committed Parquet files. See the module docstring for the protocol."""
+    """Batches -> committed Parquet files. See the module docstring for the protocol.
+
+    Records (rows with Kafka coordinates) are held as Arrow columns until `rows_per_commit` of them are, or the bundle
+    ends, and then committed as one transaction: a batch in Arrow takes a fraction of its Python rows' memory, so
+    the sink can convert small batches and still write few, large files. Rows without coordinates commit at once.
+    """
 
     TRANSIENT_ERRORS = (BlockingIOError, InterruptedError)
 
     def __init__(self, base_path: str, partition_by: Sequence[str], log_dir: str,
                  dedupe_horizon: Optional[int] = DEFAULT_DEDUPE_HORIZON, compact_every: int = DEFAULT_COMPACT_EVERY,
-                 compression: str = "snappy", durable: bool = True) -> None:
+                 compression: str = "snappy", durable: bool = True, rows_per_commit: int = 1) -> None:
         self._base_path = base_path
         self._partition_by = tuple(partition_by)
         self._log_dir = log_dir
@@ -417,7 +427,11 @@ class ParquetWriter(SinkWriter):
         self._compact_every = compact_every
         self._compression = compression
         self._durable = durable
+        self._rows_per_commit = rows_per_commit
         self._log: Optional[CommitLog] = None
+        self._held: List[Tuple[pa.Table, List[pa.ChunkedArray]]] = []  # (records, their partition columns)
+        self._held_rows = 0
+        self._held_offsets: Dict[Tuple[str, int], OffsetRanges] = {}  # per (topic, partition)
         self.skipped = 0  # rows dropped as already committed, for tests and logs
 
     def setup(self) -> None:
@@ -432,6 +446,15 @@ class ParquetWriter(SinkWriter):
             self._log.close()
             self._log = None
 
+    def start_bundle(self) -> None:
+        self._release_held()  # what a failed bundle held is replayed
+
+    def _release_held(self) -> None:
+        self._held, self._held_rows, self._held_offsets = [], 0, {}
+
+    def finish_bundle(self) -> None:
+        self._commit_held()
+
     def write_snapshot(self, snapshot: Snapshot) -> None:
         raise ValueError("parquet sink: complete mode is not supported by file sinks (Spark: 'Data source parquet "
                          "does not support Complete output mode'); use append")
@@ -439,33 +462,66 @@ class ParquetWriter(SinkWriter):
     def write_rows(self, rows: List[tuple], batch_id: int) -> None:
         if not rows:
             return
-        log = self._log
         schema = schema_of(type(rows[0]), rows[0])
-        # One conversion of the whole batch; the look-ups, offset runs and partition groups below work on its columns,
-        # not once per row (a flush holds tens of thousands of hits).
+        # One conversion of the whole batch; the look-ups, offset runs and partition groups work on its columns, not
+        # once per row (a flush holds tens of thousands of hits).
         table = to_arrow(rows, schema)
+        columns = [self._partition_column(table, rows, column) for column in self._partition_by]
+        if "offset" not in schema.names:  # rows without coordinates (WindowCount in append mode): by idempotency key
+            self._commit_held()  # rows commit in the order they came
+            self._commit(table, columns, [], [_key_json(idempotency_key(row)) for row in rows])
+            return
+        runs = offset_runs(table)
+        if self._overlaps_held(runs):  # a replay of records held: commit those first, the log then skips them
+            self._commit_held()
+        self._held.append((table, columns))
+        self._held_rows += table.num_rows
+        for topic, partition, batch_runs in runs:
+            held = self._held_offsets.setdefault((topic, partition), OffsetRanges())
+            for lo, hi in batch_runs:
+                held.add(lo, hi)
+        if self._held_rows >= self._rows_per_commit:
+            self._commit_held()
+
+    def _overlaps_held(self, runs: list) -> bool:
+        return any((topic, partition) in self._held_offsets and
+                   any(self._held_offsets[(topic, partition)].overlaps(lo, hi) for lo, hi in batch_runs)
+                   for topic, partition, batch_runs in runs)
+
+    def _commit_held(self) -> None:
+        """The held records as one transaction; they stay held if it fails, for the retry."""
+        if not self._held:
+            return
+        table = pa.concat_tables([table for table, _ in self._held])
+        columns = [pa.chunked_array([chunk for _, held in self._held for chunk in held[i].chunks])
+                   for i in range(len(self._partition_by))]
+        self._commit(table, columns, offset_runs(table), [])
+        self._release_held()
+
+    def _commit(self, table: pa.Table, columns: List[pa.ChunkedArray], runs: list, keys: List[str]) -> None:
+        """Rows (a table and its partition columns; with their offset runs, or their idempotency keys) -> files,
+        committed in the log; rows the log has already are dropped."""
+        log = self._log
         with log.locked():
-            if "offset" in schema.names:  # records: exactly once by Kafka coordinates
-                runs, keys = offset_runs(table), []
+            if runs:  # records: exactly once by Kafka coordinates
                 fresh = log.fresh_rows(runs, table.column("topic"), table.column("partition"), table.column("offset"))
-            else:  # rows without them (WindowCount in append mode): by idempotency key
-                runs, keys = [], [_key_json(idempotency_key(row)) for row in rows]
+            else:
                 fresh = np.array([key not in log.keys for key in keys], dtype=bool)
                 fresh = None if fresh.all() else fresh
             if fresh is not None:  # some rows are in the files already: write the others
-                table = table.filter(pa.array(fresh))
-                rows = [row for row, new in zip(rows, fresh) if new]
-                skipped = len(fresh) - len(rows)
+                mask = pa.array(fresh)
+                table, columns = table.filter(mask), [column.filter(mask) for column in columns]
+                skipped = len(fresh) - table.num_rows
                 self.skipped += skipped
                 _LOGGER.info("parquet sink: %d of %d row(s) already committed, skipped", skipped, len(fresh))
-                if not rows:
+                if not table.num_rows:
                     return
                 keys = [key for key, new in zip(keys, fresh) if new]
                 runs = offset_runs(table) if runs else []
             txn = f"{int(time.time() * 1000):013d}-{uuid.uuid4().hex[:12]}"
             try:
-                files = self._write_temp_files(txn, table, rows)
-                log.append({"txn": txn, "files": files, "offsets": runs, "keys": keys, "rows": len(rows)})
+                files = self._write_temp_files(txn, table, columns)
+                log.append({"txn": txn, "files": files, "offsets": runs, "keys": keys, "rows": table.num_rows})
                 for temp, final in files:
                     final_path = os.path.join(self._base_path, final)
                     os.makedirs(os.path.dirname(final_path), exist_ok=True)
@@ -477,10 +533,9 @@ class ParquetWriter(SinkWriter):
                 raise OSError(error.errno, f"parquet sink: writing under {self._base_path} (commit log "
                                            f"{log.log_path}) failed: {error}") from error
 
-    def _write_temp_files(self, txn: str, table: pa.Table, rows: List[tuple]) -> List[List[str]]:
-        columns = [self._partition_column(table, rows, column) for column in self._partition_by]
+    def _write_temp_files(self, txn: str, table: pa.Table, columns: List[pa.ChunkedArray]) -> List[List[str]]:
         data = table.select([name for name in table.column_names if name not in self._partition_by])
-        groups = partition_groups(columns, len(rows))
+        groups = partition_groups(columns, table.num_rows)
         files = []
         for n, (values, indexes) in enumerate(sorted(groups, key=lambda group: repr(group[0]))):
             part = data if len(groups) == 1 else data.take(pa.array(indexes))
@@ -497,12 +552,12 @@ class ParquetWriter(SinkWriter):
         return files
 
     @staticmethod
-    def _partition_column(table: pa.Table, rows: List[tuple], column: str) -> pa.Array:
+    def _partition_column(table: pa.Table, rows: List[tuple], column: str) -> pa.ChunkedArray:
         """A partition column's directory values: the table's own string column, or derived row by row
         (`partition_value`: a day from a timestamp, a number as text)."""
         if column in table.column_names and table.schema.field(column).type == pa.string():
             return table.column(column)
-        return pa.array([partition_value(row, column) for row in rows], pa.string())
+        return pa.chunked_array([pa.array([partition_value(row, column) for row in rows], pa.string())])
 
 
 def offset_runs(table: pa.Table) -> list:
@@ -571,7 +626,8 @@ class WriteToParquet(Sink):
     def __init__(self, path: str, partition_by: Sequence[str] = DEFAULT_PARTITION_BY,
                  checkpoint_dir: Optional[str] = None, row_type: Type[tuple] = Hit, name: str = "",
                  dedupe_horizon: Optional[int] = DEFAULT_DEDUPE_HORIZON, compact_every: int = DEFAULT_COMPACT_EVERY,
-                 max_batch_size: int = 100_000, compression: str = "snappy", durable: bool = True,
+                 max_batch_size: int = CONVERT_EVERY, rows_per_commit: int = ROWS_PER_COMMIT,
+                 compression: str = "snappy", durable: bool = True,
                  retry: Optional[RetryPolicy] = None) -> None:
         if not path:
             raise ValueError("parquet sink: a base path is required (--parquet-path)")
@@ -599,6 +655,7 @@ class WriteToParquet(Sink):
         self._compact_every = compact_every
         self._compression = compression
         self._durable = durable
+        self._rows_per_commit = rows_per_commit
 
     @property
     def path(self) -> str:
@@ -606,7 +663,7 @@ class WriteToParquet(Sink):
 
     def make_writer(self) -> ParquetWriter:
         return ParquetWriter(self._path, self._partition_by, self._log_dir, self._horizon, self._compact_every,
-                             self._compression, self._durable)
+                             self._compression, self._durable, self._rows_per_commit)
 
 
 class WriteDeadLettersToParquet(WriteToParquet):
