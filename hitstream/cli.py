@@ -192,6 +192,8 @@ def end_process(code: int) -> None:
 
 def entry() -> None:
     """The `hitstream` command."""
+    from transforms.worker_memory import exec_with_allocator_env
+    exec_with_allocator_env()
     end_process(main())
 
 

@@ -40,6 +40,7 @@ from transforms.output_modes import OutputConfig, OutputMode, QueryKind
 from transforms.parse import ParseHits
 from transforms.queries import IspCounts, ZipCounts, ZipWindowCounts, window_accounting
 from transforms.socket_source import ReadFromSocket
+from transforms.worker_memory import exec_with_allocator_env
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -253,5 +254,6 @@ def _windows_balance(result) -> bool:
 
 
 if __name__ == "__main__":
+    exec_with_allocator_env()
     logging.basicConfig(level=logging.INFO)
     sys.exit(run())

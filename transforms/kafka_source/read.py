@@ -19,7 +19,7 @@ from transforms.kafka_source.consumers import HIGH_WATERMARKS, IDLE_CONSUMERS, P
 from transforms.kafka_source.partitions import UNBOUNDED, PartitionSpec, ResolvePartitionsFn, WatchPartitionsFn
 from transforms.kafka_source.restriction import OffsetRangeProvider
 from transforms.kafka_source.watermark import EVENT_TIME_HIGHS, PartitionWatermark, PartitionWatermarkProvider
-from transforms.gc_tuning import tune_gc
+from transforms.worker_memory import tune_gc
 from transforms.parse import ParsedBatch, parse_record
 from transforms.rows import CREATE_TIME, LOG_APPEND_TIME, Hit, KafkaBatch, KafkaRecord, new_row
 from transforms.times import to_micros
