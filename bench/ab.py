@@ -1,4 +1,5 @@
-"""Two revisions of hitstream, alternating on one topic: the bounded blog job's wall time and events/s.
+"""Two revisions of hitstream, alternating on one topic: the bounded blog job's wall time, events/s and peak RSS
+(the job's process tree, Prism included).
 
     python -m bench.ab b40d9dc                    # that revision against this checkout, 1M events, 3 runs each
     python -m bench.ab b40d9dc HEAD --count 200000 --repeats 5
@@ -20,6 +21,7 @@ import time
 from pathlib import Path
 
 from bench.blog import _hitstream_cmd, produce_topic
+from bench.spark_blog import PeakRss
 from stack import kafka, mariadb
 
 REPO = Path(__file__).resolve().parent.parent
@@ -35,15 +37,19 @@ def _tree(revision: str, scratch: Path) -> Path:
     return path
 
 
-def _run(tree: Path, topic: str, workdir: Path) -> float:
+def _run(tree: Path, topic: str, workdir: Path) -> tuple:
+    """(wall seconds, peak RSS MB) of one run."""
     command = _hitstream_cmd("prism", kafka.BOOTSTRAP, topic, workdir)
     env = dict(os.environ, PYTHONPATH=str(tree), HITSTREAM_PROGRESS="0")
     started = time.monotonic()
-    done = subprocess.run(command, cwd=tree, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                          timeout=1800)
-    if done.returncode != 0:
-        raise RuntimeError(f"{tree} failed ({done.returncode}):\n{done.stderr[-3000:]}")
-    return time.monotonic() - started
+    with tempfile.TemporaryFile() as errors:
+        job = subprocess.Popen(command, cwd=tree, env=env, stdout=subprocess.DEVNULL, stderr=errors)
+        with PeakRss(job.pid) as rss:
+            code = job.wait(timeout=1800)
+        if code != 0:
+            errors.seek(0)
+            raise RuntimeError(f"{tree} failed ({code}):\n{errors.read()[-3000:].decode(errors='replace')}")
+    return time.monotonic() - started, rss.peak_mb
 
 
 def main(argv=None) -> int:
@@ -61,21 +67,23 @@ def main(argv=None) -> int:
     try:
         topic, _ = produce_topic(kafka.BOOTSTRAP, args.count)
         _run(trees[args.base], topic, scratch / "warm-up")  # builds the base's Prism if it differs; not counted
-        walls = {revision: [] for revision in revisions}
+        runs = {revision: [] for revision in revisions}
         for _ in range(args.repeats):
             for revision in revisions:
-                walls[revision].append(_run(trees[revision], topic, scratch / "runs"))
+                runs[revision].append(_run(trees[revision], topic, scratch / "runs"))
     finally:
         for revision, tree in trees.items():
             if tree != REPO:
                 subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(tree)], check=False)
-    medians = {revision: statistics.median(walls[revision]) for revision in revisions}
+    medians = {revision: statistics.median(wall for wall, _ in runs[revision]) for revision in revisions}
     print(f"\n{args.count:,} events on Prism, blog sinks, {args.repeats} runs each, alternating\n")
-    print("| revision | wall s, each run | median wall s | events/s (median) |")
-    print("|---|---|---|---|")
+    print("| revision | wall s, each run | median wall s | events/s (median) | peak RSS MB, each run | median MB |")
+    print("|---|---|---|---|---|---|")
     for revision in revisions:
-        each = " / ".join(f"{wall:.1f}" for wall in walls[revision])
-        print(f"| {revision} | {each} | {medians[revision]:.1f} | {args.count / medians[revision]:,.0f} |")
+        walls = " / ".join(f"{wall:.1f}" for wall, _ in runs[revision])
+        peaks = " / ".join(f"{peak:,.0f}" for _, peak in runs[revision])
+        print(f"| {revision} | {walls} | {medians[revision]:.1f} | {args.count / medians[revision]:,.0f} | {peaks} | "
+              f"{statistics.median(peak for _, peak in runs[revision]):,.0f} |")
     change = medians[args.base] / medians[args.head] - 1
     print(f"\n{args.head} against {args.base}: {change:+.1%} events/s (median walls)")
     return 0

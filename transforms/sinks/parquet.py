@@ -43,6 +43,9 @@ path is never read: the log's folder in the checkpoint dir is named by a digest 
 Rows without Kafka coordinates (WindowCount in append mode) are made exactly-once by their idempotency key
 (window and zipcode), kept in the log the same way.
 
+A transaction holds up to ROWS_PER_COMMIT records: the writer keeps a bundle's records as Arrow columns until it has
+that many or the bundle ends (ParquetWriter), so its files are few and large while its memory stays small.
+
 The commit protocol needs one POSIX file system shared by every writer (rename, flock), such as a local disk with
 Prism, the DirectRunner or a local Flink/Spark. Object stores (gs://, s3://) are not supported by this build.
 """
