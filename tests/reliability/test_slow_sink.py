@@ -89,7 +89,8 @@ def test_a_slow_sink_keeps_memory_bounded_lag_drains_and_nothing_is_lost(kafka_b
     slow_lag, base_lag = _mean_lag(slow, 5, half), _mean_lag(base, 5, half)
     last_lag = slow.samples[-1].lag if slow.samples else -1
     print_figures(capsys, f"slow sink ({DELAY_SECONDS * 1000:.0f} ms per batch)", 2, 2 * RATE * SECONDS, lost,
-                  duplicated, rate=RATE, seconds=SECONDS, peak_mb_base=f"{base.peak_mb():.0f}", peak_mb_slow=f"{slow.peak_mb():.0f}",
+                  duplicated, rate=RATE, seconds=SECONDS, peak_mb_base=f"{base.peak_mb():.0f}",
+                  peak_mb_slow=f"{slow.peak_mb():.0f}",
                   ratio=f"{slow.peak_mb() / base.peak_mb():.2f}", lag_mean_base=f"{base_lag:.0f}",
                   lag_mean_slow=f"{slow_lag:.0f}", lag_max_slow=max(s.lag for s in slow.samples),
                   lag_last=last_lag, drained_after_s=f"{drained_after:.0f}")

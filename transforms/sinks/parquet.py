@@ -498,7 +498,8 @@ class ParquetWriter(SinkWriter):
         table = pa.concat_tables([table for table, _ in self._held])
         columns = [pa.chunked_array([chunk for _, held in self._held for chunk in held[i].chunks])
                    for i in range(len(self._partition_by))]
-        self._commit(table, columns, offset_runs(table), [])
+        runs = [[topic, partition, ranges.runs()] for (topic, partition), ranges in sorted(self._held_offsets.items())]
+        self._commit(table, columns, runs, [])
         self._release_held()
 
     def _commit(self, table: pa.Table, columns: List[pa.ChunkedArray], runs: list, keys: List[str]) -> None:
