@@ -18,6 +18,11 @@ from the Go module proxy (`go mod download github.com/apache/beam/sdks/v2@v<BEAM
   finalizer, also bundles that registered no callback; the Python SDK has released those and logs an ERROR with a
   traceback ("Bundle is not in a finalizable state") that a user took for a failure. Patched, Prism finalizes a
   bundle only when the worker's response says it requires finalization.
+- `prism-split-keeps-keys.patch`: when Prism split a slow bundle of a stateful stage, it released every key of the
+  residual elements, also a key the primary was still processing, so that key's residuals ran in a second bundle
+  beside the primary; both read the key's state as it was before either, and the one that committed last overwrote
+  the other's changes (a running total lost whole bundles). Patched, a key the primary still holds stays in progress
+  until the primary ends (tests/integration/test_runner_stateful_split.py).
 
 The binary's folder is named after the version and the patches' hash, so a changed patch builds a new binary.
 """
@@ -38,7 +43,8 @@ _LOGGER = logging.getLogger(__name__)
 MODULE = "github.com/apache/beam/sdks/v2"
 PATCHES = [Path(__file__).with_name(name) for name in ("prism-residual-watermarks.patch",
                                                        "prism-metrics-short-ids.patch",
-                                                       "prism-finalize-when-asked.patch")]
+                                                       "prism-finalize-when-asked.patch",
+                                                       "prism-split-keeps-keys.patch")]
 
 
 def prism_path() -> str:
