@@ -31,6 +31,6 @@ def pipeline_args(runner: str, *, streaming: bool, job_name: str = "hitstream", 
     args = preset.pipeline_args(streaming=streaming, job_name=job_name, checkpoint_dir=checkpoint_dir)
     if runner in PRISM_RUNNERS:
         from runners.prism_service import job_endpoint_args
-        args += job_endpoint_args([*user_args, *args])
+        args += job_endpoint_args([*args, *user_args])  # the user's --prism_location wins over the preset's
     return args + (["--streaming"] if streaming else [])
 

@@ -1,6 +1,7 @@
 """The local stack works end to end: a real Kafka broker, MariaDB and Prism; no mocks."""
 import time
 import uuid
+from pathlib import Path
 
 import apache_beam as beam
 import sqlalchemy
@@ -8,6 +9,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.util import assert_that, equal_to
 from confluent_kafka import Consumer, Producer
 
+import runners
 import stack
 from stack import beam_jars
 
@@ -72,6 +74,16 @@ def test_prism_runs_a_pipeline(prism_location):
     with beam.Pipeline(options=options) as pipeline:
         counts = pipeline | beam.Create(["94107", "10001", "94107"]) | beam.combiners.Count.PerElement()
         assert_that(counts, equal_to([("94107", 2), ("10001", 1)]))
+
+
+def test_a_users_prism_location_is_the_prism_a_job_runs_on(prism_location, tmp_path):
+    own = tmp_path / "my-prism"
+    own.symlink_to(prism_location)
+    args = runners.pipeline_args("prism", streaming=False, user_args=[f"--prism_location={own}"])
+    port = next(arg for arg in args if arg.startswith("--job_endpoint=")).rsplit(":", 1)[1]
+    serving = [cmdline for cmdline in (path.read_bytes().split(b"\0") for path in Path("/proc").glob("[0-9]*/cmdline"))
+               if cmdline[:3] == [str(own).encode(), b"--job_port", port.encode()]]
+    assert serving, f"no Prism started from {own} serves port {port}"
 
 
 def test_beam_jars_are_recorded():
