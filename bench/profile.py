@@ -25,7 +25,7 @@ AREAS = [  # (area, a fragment of the frame's file)
     ("Kafka read (consume, records, watermark)", "transforms/kafka_source/"),
     ("  of it parse (orjson, data contract)", "transforms/parse.py"),
     ("queries (pre-aggregation, windows, combine)", "transforms/queries.py"),
-    ("output modes (EmitChanged, snapshots)", "transforms/output_modes.py"),
+    ("output modes (RunningTotals, snapshots)", "transforms/output_modes.py"),
     ("checkpoint (its share of the counting)", "transforms/checkpoint.py"),
     ("sinks (buffering, retries, writers)", "transforms/sinks/"),
     ("  of it Parquet", "transforms/sinks/parquet.py"),

@@ -19,10 +19,11 @@ Output modes (`OutputMode`) and what each becomes in Beam:
 mode              trigger = processing-time=<i>           trigger = available-now
 ================  ======================================  ===================================================
 update            AfterWatermark(early=AfterProcessing-   AfterWatermark(); one final pane per key and window
-                  Time(i)), ACCUMULATING; then            when the input ends (windows: at window end).
-                  `EmitChanged` drops any pane whose
-                  count equals the last one emitted for
-                  that key and window.
+                  Time(i)), DISCARDING (each pane         when the input ends (windows: at window end).
+                  carries what is new); then
+                  `RunningTotals` adds each pane into
+                  the key's total for its window and
+                  emits the totals that changed.
 append            AfterWatermark(), DISCARDING,           same
 (windowed only)   allowed_lateness=0: each window once,
                   final, when the watermark passes its
@@ -47,11 +48,16 @@ is never behind any watermark.
 Why these choices:
 
 * **update.** `AfterProcessingTime(i)` fires `i` after the first element of a pane, per key and window, so a key
-  that got no new data has no pane and is not emitted; ACCUMULATING makes each pane carry the new total, not the
-  delta. `AfterWatermark(early=...)` rather than `Repeatedly(AfterProcessingTime)` because it guarantees a final
-  pane when the window closes or the input ends; Beam emits that on-time pane even when nothing changed since the
-  last early pane, which Spark would not, so `EmitChangedFn` (state per key and window: the newest pane index
-  and its count) filters it, and also drops a stale pane that a runner delivers after a newer one.
+  that got no new data has no pane and is not emitted. `AfterWatermark(early=...)` rather than
+  `Repeatedly(AfterProcessingTime)` because it guarantees a final pane when the window closes or the input ends.
+  Panes are DISCARDING, each the count of what is new, and `RunningTotalsFn` keeps each key's total per window in
+  state and emits it when a pane changed it (an on-time pane with nothing new is not emitted, as Spark would not).
+  Not ACCUMULATING, which would make each pane carry the total itself: a runner has to keep every element of an
+  accumulating pane until the window's last pane, and re-fire all of them at each trigger (Prism 2.77 does,
+  `elementmanager.go`: "When accumulating, we need to retain all elements until the last pane firing"). The
+  global window of zip_counts never has a last pane, so a streaming job's runner memory and the work of every
+  firing grew with each bundle's partial counts since the start: the 30-minute soak's Prism grew to about 1 GB
+  and fell behind after 12 minutes. Summed here, the runner holds only what came since the last firing.
 * **append.** The watermark delay is applied at the source as bounded out-of-orderness: the source's watermark is
   `max event time seen - delay` (per partition, the minimum over partitions), and records already behind it are
   flagged `late`. So Beam's "the watermark passed the window end" is exactly Spark's "window end + delay < max
@@ -103,7 +109,6 @@ from apache_beam.portability.api import beam_runner_api_pb2
 from apache_beam.transforms import trigger as beam_trigger
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 from apache_beam.transforms.window import GlobalWindows, WindowFn
-from apache_beam.utils import windowed_value
 
 from transforms.rows import Snapshot, result_key
 
@@ -282,36 +287,29 @@ class OutputConfig:
         return not self.trigger.is_available_now and self.mode is not OutputMode.APPEND
 
     @property
-    def filters_unchanged(self) -> bool:
-        """True when update panes may repeat an unchanged count and must go through `EmitChanged`."""
+    def sums_panes(self) -> bool:
+        """True when an update query fires more than one pane per key and window, which `RunningTotals` adds up."""
         return self.mode is OutputMode.UPDATE and self.fires_early
 
     def aggregation_windowing(self, windowfn: WindowFn) -> beam.WindowInto:
-        """The WindowInto to put before an aggregation's CombinePerKey (see the mapping table above)."""
-        if self.mode is OutputMode.COMPLETE:
-            if not isinstance(windowfn, GlobalWindows):
-                raise ValueError("complete mode aggregates in the global window; event-time windows are part of "
-                                 "the key there (see the module docstring)")
-            early = AfterProcessingTimeMillis(self.trigger.interval) if self.fires_early else None
+        """The WindowInto to put before an aggregation's CombinePerKey (see the mapping table above). Panes are
+        DISCARDING in every mode: each carries what is new since the last."""
+        if self.mode is OutputMode.COMPLETE and not isinstance(windowfn, GlobalWindows):
+            raise ValueError("complete mode aggregates in the global window; event-time windows are part of the key "
+                             "there (see the module docstring)")
+        discarding = beam_trigger.AccumulationMode.DISCARDING
+        if not self.fires_early:
+            return beam.WindowInto(windowfn, trigger=beam_trigger.AfterWatermark(), accumulation_mode=discarding,
+                                   allowed_lateness=0)
+        early = AfterProcessingTimeMillis(self.trigger.interval)
+        if isinstance(windowfn, GlobalWindows):
             return beam.WindowInto(windowfn, trigger=beam_trigger.AfterWatermark(early=early),
-                                   accumulation_mode=beam_trigger.AccumulationMode.DISCARDING, allowed_lateness=0)
-        if self.fires_early:
-            early = AfterProcessingTimeMillis(self.trigger.interval)
-            if isinstance(windowfn, GlobalWindows):
-                return beam.WindowInto(windowfn, trigger=beam_trigger.AfterWatermark(early=early),
-                                       accumulation_mode=beam_trigger.AccumulationMode.ACCUMULATING,
-                                       allowed_lateness=0)
-            # late=AfterCount(1) only keeps Beam from calling a finishing trigger with a grace period unsafe:
-            # no late record reaches it (see EARLY_TIMER_GRACE_SECONDS).
-            return beam.WindowInto(windowfn,
-                                   trigger=beam_trigger.AfterWatermark(early=early, late=beam_trigger.AfterCount(1)),
-                                   accumulation_mode=beam_trigger.AccumulationMode.ACCUMULATING,
-                                   allowed_lateness=EARLY_TIMER_GRACE_SECONDS)
-        return beam.WindowInto(
-            windowfn,
-            trigger=beam_trigger.AfterWatermark(),
-            accumulation_mode=beam_trigger.AccumulationMode.DISCARDING,
-            allowed_lateness=0)
+                                   accumulation_mode=discarding, allowed_lateness=0)
+        # late=AfterCount(1) only keeps Beam from calling a finishing trigger with a grace period unsafe: no late
+        # record reaches it (see EARLY_TIMER_GRACE_SECONDS).
+        trigger = beam_trigger.AfterWatermark(early=early, late=beam_trigger.AfterCount(1))
+        return beam.WindowInto(windowfn, trigger=trigger, accumulation_mode=discarding,
+                               allowed_lateness=EARLY_TIMER_GRACE_SECONDS)
 
     def __str__(self) -> str:
         delay = "none" if self.watermark_delay is None else _format_seconds(self.watermark_delay)
@@ -319,56 +317,46 @@ class OutputConfig:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# update: drop panes that repeat the last emitted count.
+# update: the panes' counts added up per key and window.
 
 
-class EmitChangedFn(beam.DoFn):
-    """(query, (key, total)) -> (key, total), only if it is a newer pane than any seen for this key and window, and
-    its total differs from the last one emitted.
+class RunningTotalsFn(beam.DoFn):
+    """(query, (key, count of a DISCARDING pane)) -> (key, total so far in this window), when the pane changed it.
 
-    Needed because Beam's on-time pane repeats an accumulating total that an early pane already carried. Panes are
-    ordered by their pane index, not by arrival: Prism (Beam 2.77) was measured delivering a window's on-time pane
-    to this DoFn before its early panes, and emitting a stale early total after it would move a sink's count
-    backwards.
-
-    Every key of the query shares one state cell per window, {key: (pane index, total)}, rather than a cell per key:
-    a state read is a blocking round trip to the runner (Prism gives no cache tokens, so the SDK cannot cache it),
-    and per key they made a 200-key firing take 2-3 s on Prism (about 10 ms a read next to a busy Kafka read). Now a
-    bundle reads once per window. The cell is garbage-collected with its window, as the per-key cells were.
+    Every key of the query shares one state cell per window, {key: total}, rather than a cell per key: a state read
+    is a blocking round trip to the runner (Prism gives no cache tokens, so the SDK cannot cache it), and per key they
+    made a 200-key firing take 2-3 s on Prism (about 10 ms a read next to a busy Kafka read). Now a bundle reads once
+    per window. The cell is garbage-collected with its window. Sums do not depend on the order panes arrive in, so a
+    runner that delivers a window's on-time pane before its early ones (Prism, Beam 2.77, was measured doing so)
+    changes nothing.
     """
-    LAST_EMITTED = ReadModifyWriteStateSpec("last_emitted", PickleCoder())
+    TOTALS = ReadModifyWriteStateSpec("totals", PickleCoder())
 
-    def process(
-            self, element: Tuple[str, Tuple[Hashable, int]],
-            pane: windowed_value.PaneInfo = beam.DoFn.PaneInfoParam,
-            last_emitted=beam.DoFn.StateParam(LAST_EMITTED)) -> Iterator[Tuple[Hashable, int]]:
-        _, (key, total) = element
-        table: Dict[Hashable, Tuple[int, int]] = last_emitted.read() or {}
-        last = table.get(key)  # (pane index, total) of the newest pane seen
-        if last is not None and (pane.index <= last[0] or total == last[1]):
-            if pane.index > last[0]:
-                table[key] = (pane.index, total)
-                last_emitted.write(table)
+    def process(self, element: Tuple[str, Tuple[Hashable, int]],
+                totals=beam.DoFn.StateParam(TOTALS)) -> Iterator[Tuple[Hashable, int]]:
+        _, (key, count) = element
+        if not count:  # an on-time pane with nothing new since the last early one
             return
-        table[key] = (pane.index, total)
-        last_emitted.write(table)
-        yield key, total
+        table: Dict[Hashable, int] = totals.read() or {}
+        table[key] = table.get(key, 0) + count
+        totals.write(table)
+        yield key, table[key]
 
 
-def _key_by_query(total: Tuple[Hashable, int]) -> Tuple[str, Tuple[Hashable, int]]:
-    return _QUERY_KEY, total
+def _key_by_query(count: Tuple[Hashable, int]) -> Tuple[str, Tuple[Hashable, int]]:
+    return _QUERY_KEY, count
 
 
-_QUERY_KEY = "query"  # every total of a query shares one key: its last emitted panes live in one state cell
+_QUERY_KEY = "query"  # every count of a query shares one key: its totals live in one state cell per window
 
 
-class EmitChanged(beam.PTransform):
-    """PCollection[(key, total)] from an ACCUMULATING aggregation -> only the panes whose total changed."""
+class RunningTotals(beam.PTransform):
+    """PCollection[(key, count)] of an update query's DISCARDING panes -> (key, total) for each key a pane changed."""
 
-    def expand(self, totals: beam.PCollection) -> beam.PCollection:
-        return (totals
+    def expand(self, counts: beam.PCollection) -> beam.PCollection:
+        return (counts
                 | "KeyByQuery" >> beam.Map(_key_by_query).with_output_types(Tuple[str, Tuple[Any, int]])
-                | "EmitChangedTotals" >> beam.ParDo(EmitChangedFn()))
+                | "AddToTotals" >> beam.ParDo(RunningTotalsFn()))
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -39,7 +39,7 @@ from transforms import telemetry
 from transforms.telemetry import (
     LATE_RECORDS, UNWINDOWABLE_RECORDS, WINDOW_HITS_IN, WINDOW_SLOTS_FINAL, WINDOW_SLOTS_IN)
 from transforms.output_modes import (
-    CompleteTable, EmitChanged, OutputConfig, OutputMode, QueryKind, parse_duration)
+    CompleteTable, OutputConfig, OutputMode, QueryKind, RunningTotals, parse_duration)
 from transforms.times import to_micros
 from transforms.rows import Hit, HitBatch, IspCount, WindowCount, ZipCount
 
@@ -119,22 +119,18 @@ def window_slots(hits: int, micros: int, window_us: Tuple[int, int, int]) -> int
 
 
 class CountFinalWindowsFn(beam.DoFn):
-    """(key, total) in a window -> the same; adds what the windows finally hold to `window_slots_final`.
+    """(key, count) in a window -> the same; adds what the windows finally hold to `window_slots_final`.
 
-    In update and append mode that is the total of each on-time pane: an accumulating on-time pane carries the
-    window's whole count, and so does the single pane of append mode, and nothing reaches a window after it (late
-    hits are dropped before windowing). In complete mode (`every_pane`) panes carry what is new since the last one
-    (DISCARDING), late ones included, so every pane counts."""
+    Every pane counts: panes are DISCARDING in every mode (output_modes), each carrying what is new since the last,
+    so a window's panes add up to what it finally holds. Nothing reaches a window after its on-time pane (late hits
+    are dropped before windowing), except in complete mode, whose windows keep their late hits."""
 
-    def __init__(self, every_pane: bool = False) -> None:
-        self._every_pane = every_pane
+    def __init__(self) -> None:
         self._telemetry = telemetry.WindowTelemetry()
 
-    def process(self, total: Tuple[Any, int],
-                pane: windowed_value.PaneInfo = beam.DoFn.PaneInfoParam) -> Iterator[Tuple[Any, int]]:
-        if self._every_pane or pane.timing == windowed_value.PaneInfoTiming.ON_TIME:
-            self._telemetry.final_windows(total[1])
-        yield total
+    def process(self, count: Tuple[Any, int]) -> Iterator[Tuple[Any, int]]:
+        self._telemetry.final_windows(count[1])
+        yield count
 
 
 @dataclasses.dataclass(frozen=True)
@@ -346,7 +342,7 @@ class StampSeedFn(beam.DoFn):
 
 class _CountQuery(beam.PTransform):
     """Shared wiring: [DropLate] -> KeyBy -> [AssignWindows -> WindowIntoKey, windowed complete] -> Window (mode's
-    trigger) -> Count -> [EmitChanged] -> ToRows -> [CompleteTable]. Subclasses say what the key is, which windows,
+    trigger) -> Count -> [RunningTotals] -> ToRows -> [CompleteTable]. Subclasses say what the key is, which windows,
     and which row."""
     QUERY = ""
     KIND = QueryKind.AGGREGATION
@@ -418,9 +414,9 @@ class _CountQuery(beam.PTransform):
             | "Window" >> self._output.aggregation_windowing(window_fn)
             | "Count" >> beam.CombinePerKey(count))
         if self.KIND is QueryKind.WINDOWED_AGGREGATION:
-            totals = totals | "CountFinalWindows" >> beam.ParDo(CountFinalWindowsFn(every_pane=self.keeps_late))
-        if self._output.filters_unchanged:
-            totals = totals | "EmitChanged" >> EmitChanged()
+            totals = totals | "CountFinalWindows" >> beam.ParDo(CountFinalWindowsFn())
+        if self._output.sums_panes:
+            totals = totals | "RunningTotals" >> RunningTotals()
         rows = totals | "ToRows" >> self._to_rows()
         if self._output.mode is OutputMode.COMPLETE:
             return rows | "CompleteTable" >> CompleteTable(self._output.trigger)

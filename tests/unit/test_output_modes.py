@@ -1,22 +1,22 @@
 """Tests for transforms/output_modes.py: config parsing and validation, the Beam mapping, and the two tails
-(EmitChanged for update, CompleteTable for complete), pure and on the streaming DirectRunner with TestStream."""
+(RunningTotals for update, CompleteTable for complete), pure and on the streaming DirectRunner with TestStream."""
 from __future__ import annotations
 
 import datetime
 
+import apache_beam as beam
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.test_stream import TestStream
 from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms import trigger as beam_trigger
-from apache_beam.transforms.window import GlobalWindows, SlidingWindows, TimestampedValue
-from apache_beam.utils.windowed_value import PaneInfo, PaneInfoTiming
+from apache_beam.transforms.window import FixedWindows, GlobalWindows, SlidingWindows, TimestampedValue
 
 from transforms.output_modes import (
     EARLY_TIMER_GRACE_SECONDS, AfterProcessingTimeMillis, CompleteTable, CompleteTableFn,
-    EmitChangedFn, OutputConfig, OutputMode, QueryKind, RowDeltasCombineFn, Trigger, UnsupportedOperationError,
-    parse_duration)
+    OutputConfig, OutputMode, QueryKind, RowDeltasCombineFn, RunningTotals, RunningTotalsFn, Trigger,
+    UnsupportedOperationError, parse_duration)
 from transforms.rows import IspCount, Snapshot, WindowCount, ZipCount
 
 pytestmark = pytest.mark.timeout(180)
@@ -143,18 +143,21 @@ def _windowing(config: OutputConfig, windowfn=None):
     return config.aggregation_windowing(windowfn or GlobalWindows()).windowing
 
 
-def test_processing_time_update_fires_early_and_accumulates():
+def test_processing_time_update_fires_early_and_discards():
     mode = "update"
     windowing = _windowing(OutputConfig(mode, "processing-time=5s"), SlidingWindows(600, 300, 120))
     # AfterProcessingTime has no __eq__; its repr names the delay.
     # A late trigger and a grace period only for Prism's sake (EARLY_TIMER_GRACE_SECONDS): no late record reaches it.
     assert repr(windowing.triggerfn) == repr(beam_trigger.AfterWatermark(
         early=beam_trigger.AfterProcessingTime(5), late=beam_trigger.AfterCount(1)))
-    assert windowing.accumulation_mode == beam_trigger.AccumulationMode.ACCUMULATING
+    # DISCARDING: the runner holds only what came since the last firing (an accumulating pane keeps every element
+    # until the window's last pane, which the global window never has); RunningTotals adds the panes up.
+    assert windowing.accumulation_mode == beam_trigger.AccumulationMode.DISCARDING
     assert windowing.allowed_lateness == EARLY_TIMER_GRACE_SECONDS
     assert isinstance(windowing.windowfn, SlidingWindows)
     globally = _windowing(OutputConfig(mode, "processing-time=5s"), GlobalWindows())
     assert repr(globally.triggerfn) == repr(beam_trigger.AfterWatermark(early=beam_trigger.AfterProcessingTime(5)))
+    assert globally.accumulation_mode == beam_trigger.AccumulationMode.DISCARDING
     assert globally.allowed_lateness == 0
 
 
@@ -182,36 +185,51 @@ def test_final_only_modes_fire_once_at_the_watermark(config):
     assert windowing.allowed_lateness == 0
 
 
-def test_only_early_firing_update_filters_unchanged_panes():
-    assert OutputConfig("update", "processing-time=5s").filters_unchanged
-    assert not OutputConfig("update", "available-now").filters_unchanged
-    assert not OutputConfig("complete", "processing-time=5s").filters_unchanged
-    assert not OutputConfig("append", "processing-time=5s", 0).filters_unchanged
+def test_only_early_firing_update_sums_panes():
+    assert OutputConfig("update", "processing-time=5s").sums_panes
+    assert not OutputConfig("update", "available-now").sums_panes
+    assert not OutputConfig("complete", "processing-time=5s").sums_panes
+    assert not OutputConfig("append", "processing-time=5s", 0).sums_panes
 
 
-# --- EmitChangedFn -----------------------------------------------------------------------------------------------
+# --- RunningTotals -------------------------------------------------------------------------------------------------
 
-def _pane(index: int, timing=PaneInfoTiming.EARLY) -> PaneInfo:
-    return PaneInfo(index == 0, timing == PaneInfoTiming.ON_TIME, timing, index, -1)
-
-
-def test_emit_changed_drops_unchanged_on_time_pane():
-    fn, state = EmitChangedFn(), FakeState()
-    assert list(fn.process(("q", ("a", 1)), _pane(0), state)) == [("a", 1)]
-    assert list(fn.process(("q", ("a", 2)), _pane(1), state)) == [("a", 2)]
-    # Beam's on-time pane repeats the last early total: Spark's update mode would not emit it.
-    assert list(fn.process(("q", ("a", 2)), _pane(2, PaneInfoTiming.ON_TIME), state)) == []
-
-
-def test_emit_changed_drops_stale_panes_delivered_after_newer_ones():
-    # Prism delivered a window's on-time pane (index 2) before its early panes; those must not move a sink back.
-    fn, state = EmitChangedFn(), FakeState()
-    assert list(fn.process(("q", ("a", 2)), _pane(2, PaneInfoTiming.ON_TIME), state)) == [("a", 2)]
-    assert list(fn.process(("q", ("a", 1)), _pane(0), state)) == []
-    assert list(fn.process(("q", ("a", 2)), _pane(1), state)) == []
+def test_running_totals_add_panes_and_skip_an_empty_on_time_pane():
+    fn, state = RunningTotalsFn(), FakeState()
+    assert list(fn.process(("q", ("a", 1)), state)) == [("a", 1)]
+    assert list(fn.process(("q", ("a", 2)), state)) == [("a", 3)]
+    # Beam's on-time pane after early ones may bring nothing new: Spark's update mode would emit nothing.
+    assert list(fn.process(("q", ("a", 0)), state)) == []
     # Keys share the cell and do not interfere.
-    assert list(fn.process(("q", ("b", 1)), _pane(0), state)) == [("b", 1)]
-    assert state.read() == {"a": (2, 2), "b": (0, 1)}
+    assert list(fn.process(("q", ("b", 4)), state)) == [("b", 4)]
+    assert state.read() == {"a": 3, "b": 4}
+
+
+def test_running_totals_do_not_depend_on_pane_order():
+    # Prism delivered a window's on-time pane before its early panes: a sum comes out the same in any order.
+    forward, backward = FakeState(), FakeState()
+    panes = [2, 5, 1]
+    for count in panes:
+        list(RunningTotalsFn().process(("q", ("a", count)), forward))
+    for count in reversed(panes):
+        list(RunningTotalsFn().process(("q", ("a", count)), backward))
+    assert forward.read() == backward.read() == {"a": 8}
+
+
+def test_running_totals_on_test_stream_emit_each_changed_total_per_window():
+    # Counts as a DISCARDING CombinePerKey emits them, two 10 s windows; a pane per key per processing-time firing.
+    # Window [0, 10): a gets 1 then 2 more (totals 1, 3); b 1. Window [10, 20): a 5.
+    stream = (
+        TestStream()
+        .advance_watermark_to(0)
+        .add_elements([TimestampedValue(("a", 1), 1), TimestampedValue(("b", 1), 2)])
+        .advance_processing_time(6)
+        .add_elements([TimestampedValue(("a", 2), 3), TimestampedValue(("a", 5), 12)])
+        .advance_watermark_to_infinity())
+    with TestPipeline(options=streaming_options()) as p:
+        totals = (p | stream | "Windows" >> beam.WindowInto(FixedWindows(10)) | RunningTotals()
+                  | "Global" >> beam.WindowInto(GlobalWindows()))
+        assert_that(totals, equal_to([("a", 1), ("b", 1), ("a", 3), ("a", 5)]))
 
 
 # --- CompleteTable -----------------------------------------------------------------------------------------------

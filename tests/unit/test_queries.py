@@ -341,7 +341,7 @@ def test_step_labels_are_stable():
     p.visit(Visitor())
     assert {
         "ZipWindowCounts/DropLate", "ZipWindowCounts/KeyByZipcode", "ZipWindowCounts/Window",
-        "ZipWindowCounts/Count", "ZipWindowCounts/EmitChanged", "ZipWindowCounts/ToRows",
+        "ZipWindowCounts/Count", "ZipWindowCounts/RunningTotals", "ZipWindowCounts/ToRows",
         "ZipCounts/KeyByZipcode", "ZipCounts/Window", "ZipCounts/Count", "ZipCounts/ToRows",
         "ZipCounts/CompleteTable", "ZipCounts/CompleteTable/BatchWindow",
         "ZipCounts/CompleteTable/RowDeltasPerBatch", "ZipCounts/CompleteTable/Table",

@@ -16,7 +16,7 @@ A sink is two small classes:
 * **Idempotency keys.** `idempotency_key(row)` is what makes a row the same row across retries and replays: the
   Kafka coordinates `(topic, partition, offset)` for records and hits, and everything but `count` for aggregation
   rows (`(zipcode,)`, `(window_start, window_end, zipcode)`). Within a batch a key keeps one row, the one with the
-  highest count (accumulating totals only grow), so a writer sees each key once and upserts by it.
+  highest count (running totals only grow), so a writer sees each key once and upserts by it.
 * **Retry.** A transient error retries the same call with exponential backoff and jitter (`RetryPolicy`); anything
   else, or a transient error that outlasts the policy, fails the bundle, and the runner retries the bundle. Writers
   are idempotent by key, so a retried batch does not duplicate.
