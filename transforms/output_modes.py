@@ -328,7 +328,9 @@ class RunningTotalsFn(beam.DoFn):
     made a 200-key firing take 2-3 s on Prism (about 10 ms a read next to a busy Kafka read). Now a bundle reads once
     per window. The cell is garbage-collected with its window. Sums do not depend on the order panes arrive in, so a
     runner that delivers a window's on-time pane before its early ones (Prism, Beam 2.77, was measured doing so)
-    changes nothing.
+    changes nothing. A pane added from a stale read of the cell would be lost for good, so this relies on the runner
+    giving a key to one bundle at a time, which Prism 2.77 broke when it split a slow bundle (the stack's Prism is
+    patched: stack/prism-split-keeps-keys.patch).
     """
     TOTALS = ReadModifyWriteStateSpec("totals", PickleCoder())
 
