@@ -63,7 +63,7 @@ import threading
 import time
 import urllib.parse
 import uuid
-from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Type
+from typing import BinaryIO, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Type
 
 import numpy as np
 import orjson
@@ -233,7 +233,7 @@ class CommitLog:
         self._keys: set = set()
         self._read_at = 0
         self._lines_read = 0  # the lines below _read_at, so that an error names the file's own line number
-        self._read_inode: Optional[int] = None
+        self._read_log: Optional[BinaryIO] = None  # the log file as read so far (see _catch_up)
         self._txns_since_compaction = 0
         self._thread_lock = threading.Lock()
         os.makedirs(log_dir, exist_ok=True)
@@ -241,7 +241,13 @@ class CommitLog:
         self._lock_file = open(os.path.join(log_dir, LOCK_NAME), "a+")
 
     def close(self) -> None:
+        self._forget_read()
         self._lock_file.close()
+
+    def _forget_read(self) -> None:
+        if self._read_log is not None:
+            self._read_log.close()
+            self._read_log = None
 
     @contextlib.contextmanager
     def locked(self) -> Iterator["CommitLog"]:
@@ -256,19 +262,25 @@ class CommitLog:
     # reading
 
     def _catch_up(self) -> None:
-        """Apply log lines appended (by any writer) since the last read; re-read all after a compaction."""
+        """Apply log lines appended (by any writer) since the last read; re-read all after a compaction.
+
+        The file read so far stays open: a compaction renames a new file over the log, and the open file keeps the
+        old one's inode from being reused, so a changed inode always means a new file. (Compared by number alone,
+        ext4 gave the second compaction's file the first log's inode again, and a writer that had read that first
+        log went on reading the new one from its old position, in the middle of a line.)"""
         try:
-            stat = os.stat(self.log_path)
+            inode = os.stat(self.log_path).st_ino
         except FileNotFoundError:
             return
-        if stat.st_ino != self._read_inode or stat.st_size < self._read_at:
+        read = self._read_log and os.fstat(self._read_log.fileno())
+        if not read or read.st_ino != inode or read.st_size < self._read_at:
+            self._forget_read()
+            self._read_log = open(self.log_path, "rb")  # under the lock: no writer replaces it meanwhile
             self._offsets, self._keys, self._read_at, self._lines_read = {}, set(), 0, 0
-            self._read_inode = stat.st_ino
-        if stat.st_size == self._read_at:
+        self._read_log.seek(self._read_at)
+        data = self._read_log.read()
+        if not data:
             return
-        with open(self.log_path, "rb") as log:
-            log.seek(self._read_at)
-            data = log.read()
         end = data.rfind(b"\n") + 1  # a torn last line is a transaction that never committed
         for entry in log_entries(self.log_path, data[:end], first_line=self._lines_read + 1):
             self._apply(entry)
@@ -369,7 +381,7 @@ class CommitLog:
         write_atomically(self.log_path, orjson.dumps(entry) + b"\n", temp=self.log_path + ".compact",
                          durable=self._durable)
         self._txns_since_compaction = 0
-        self._read_inode = None  # re-read the compacted log on the next catch-up
+        self._forget_read()  # re-read the compacted log on the next catch-up
         self._catch_up()
         return True
 
