@@ -3,6 +3,7 @@
 Each fixture starts what it needs if it is not running yet (idempotent and quick when the
 stack is up), so a test run does not depend on `python -m stack up` having run first.
 """
+import time
 import uuid
 from pathlib import Path
 
@@ -48,12 +49,15 @@ def topic_factory(kafka_bootstrap):
         admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1,
                                       config={"retention.ms": "-1"})])[name].result(30)
         created.append(name)
-        # Creation returns before every partition has a leader; producing earlier can fail.
-        for _ in range(100):
+        # Creation returns before every partition has a leader; producing earlier can fail. A broker that has just
+        # restarted (the outage tests) can take seconds to give new partitions one.
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
             partitions_md = admin.list_topics(name, timeout=10).topics[name].partitions
             if len(partitions_md) == partitions and all(p.leader >= 0 for p in partitions_md.values()):
                 return name
-        raise TimeoutError(f"topic {name} has no leader for every partition")
+            time.sleep(0.1)
+        raise TimeoutError(f"topic {name} has no leader for every partition after 60 s")
 
     yield create
     if created:
