@@ -59,6 +59,7 @@ from pathlib import Path
 
 import orjson
 from confluent_kafka import Consumer
+from confluent_kafka.admin import AdminClient
 
 from bench import peers, reference
 from bench.reference import differences
@@ -92,6 +93,15 @@ def _hitstream_cmd(contender: str, bootstrap: str, topic: str, workdir: Path, tr
             f"--parquet-path={workdir / run_id / 'hits'}", f"--checkpoint-dir={workdir / run_id / 'checkpoint'}",
             f"--jdbc-url={mariadb.url()}", f"--jdbc-table=zip_test_bench_{run_id}",
             f"--output-topic={topic}-counts", f"--dashboard-port={_free_port()}"]
+
+
+def delete_new_topics(bootstrap: str, before: set) -> None:
+    """Deletes the bench topics made since `before` was listed: a full run leaves some 5 GB of them, which fill the
+    broker's disk and slow its restarts."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    made = [t for t in admin.list_topics(timeout=10).topics if t not in before and t.startswith(("bench-", "core-"))]
+    for future in (admin.delete_topics(made).values() if made else ()):
+        future.exception(30)  # best effort: a failed delete only leaves a stray topic
 
 
 def _free_port() -> int:
@@ -438,6 +448,7 @@ def main(argv=None) -> int:
     bootstrap = args.bootstrap_servers
     workdir = Path(tempfile.mkdtemp(prefix="hitstream-bench-"))
     results = {"date": datetime.date.today().isoformat(), "count": args.count, "repeats": args.repeats}
+    topics_before = set(AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=10).topics)
     try:
         topic, report = produce_topic(bootstrap, args.count)
         empty, empty_report = produce_topic(bootstrap, 0)
@@ -503,6 +514,7 @@ def main(argv=None) -> int:
         if args.json:  # what was measured, also when a later section failed
             Path(args.json).write_text(json.dumps(results, indent=2, default=str))
         shutil.rmtree(workdir, ignore_errors=True)
+        delete_new_topics(bootstrap, topics_before)
     return 0
 
 

@@ -110,11 +110,19 @@ def ensure_topic(bootstrap_servers: str, topic: str, partitions: int) -> None:
     except KafkaException as error:
         if error.args[0].code() != 36:  # TOPIC_ALREADY_EXISTS: someone else won the race
             raise
-    # Wait until every partition has a leader, so the first produce does not race the metadata.
-    for _ in range(100):
+    wait_for_leaders(admin, topic, partitions)
+
+
+def wait_for_leaders(admin: AdminClient, topic: str, partitions: int, timeout: float = 60.0) -> None:
+    """Returns once every partition of `topic` has a leader. Creation returns before that, and producing earlier can
+    fail; a broker that has just restarted (the outage tests) can take seconds to give new partitions one."""
+    deadline = time.monotonic() + timeout
+    while True:
         meta = admin.list_topics(topic, timeout=10).topics.get(topic)
         if meta and len(meta.partitions) == partitions and all(p.leader >= 0 for p in meta.partitions.values()):
             return
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"topic {topic} has no leader for every partition after {timeout:g} s")
         time.sleep(0.1)
 
 

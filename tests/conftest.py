@@ -3,7 +3,6 @@
 Each fixture starts what it needs if it is not running yet (idempotent and quick when the
 stack is up), so a test run does not depend on `python -m stack up` having run first.
 """
-import time
 import uuid
 from pathlib import Path
 
@@ -38,6 +37,8 @@ def topic_factory(kafka_bootstrap):
     """create(partitions=1, prefix="test") -> name of a new, empty, uuid-named topic."""
     from confluent_kafka.admin import AdminClient, NewTopic
 
+    from hitstream.generator import wait_for_leaders
+
     admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
     created = []
 
@@ -49,15 +50,8 @@ def topic_factory(kafka_bootstrap):
         admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1,
                                       config={"retention.ms": "-1"})])[name].result(30)
         created.append(name)
-        # Creation returns before every partition has a leader; producing earlier can fail. A broker that has just
-        # restarted (the outage tests) can take seconds to give new partitions one.
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            partitions_md = admin.list_topics(name, timeout=10).topics[name].partitions
-            if len(partitions_md) == partitions and all(p.leader >= 0 for p in partitions_md.values()):
-                return name
-            time.sleep(0.1)
-        raise TimeoutError(f"topic {name} has no leader for every partition after 60 s")
+        wait_for_leaders(admin, name, partitions)
+        return name
 
     yield create
     if created:

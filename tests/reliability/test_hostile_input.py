@@ -26,6 +26,7 @@ from apache_beam.runners.runner import PipelineState
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
+from hitstream.generator import wait_for_leaders
 from tests.reliability import fuzz
 from tests.reliability.faults import (consume_all, count_diff, print_figures, record_diff, scratch_database,
                                       start_on_prism, table_rows, window_reference)
@@ -51,11 +52,8 @@ def topics(kafka_bootstrap):
         admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1,
                                       config=config)])[name].result(30)
         names.append(name)
-        for _ in range(100):  # every partition has a leader before anything is produced
-            meta = admin.list_topics(name, timeout=10).topics[name].partitions
-            if len(meta) == partitions and all(p.leader >= 0 for p in meta.values()):
-                return name
-        raise TimeoutError(f"topic {name} has no leader for every partition")
+        wait_for_leaders(admin, name, partitions)
+        return name
 
     def name(prefix: str) -> str:
         names.append(f"{prefix}-{uuid.uuid4().hex}")

@@ -381,8 +381,7 @@ class CommitLog:
         write_atomically(self.log_path, orjson.dumps(entry) + b"\n", temp=self.log_path + ".compact",
                          durable=self._durable)
         self._txns_since_compaction = 0
-        self._forget_read()  # re-read the compacted log on the next catch-up
-        self._catch_up()
+        self._catch_up()  # a new file: the held log's inode differs, so it is read from its start
         return True
 
     def _fsync_partition_dirs(self) -> None:
