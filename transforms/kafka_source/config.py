@@ -145,10 +145,11 @@ class KafkaSourceConfig:
 
         The pipeline consumes far slower than librdkafka fetches, and with its defaults (a 64 MB queue, and 1 s of
         backoff once full) the consumers held ~950 MB of prefetched records at the peak of a 2M-event bounded run
-        (memray), so peak RSS grew with the topic. A 4 MB queue refilled within 10 ms keeps the read as fast (1M
-        events: 31-36 s wall against 38-40 s) and RSS nearly flat (4M events: 1,038 MB against 2,355 MB). kafka
-        options given by the user still win."""
-        return {"queued.max.messages.kbytes": 4096, "fetch.queue.backoff.ms": 10, **self.consumer_config()}
+        (memray), so peak RSS grew with the topic. A 4 MB queue refilled within 10 ms kept the read as fast (1M
+        events: 31-36 s wall against 38-40 s) and RSS nearly flat (4M events: 1,038 MB against 2,355 MB); 1 MB, later,
+        took another 35 MB off the 1M run's peak at the same speed, and 256 KB ran slower (bench.ab, 2026-12-07).
+        kafka options given by the user still win."""
+        return {"queued.max.messages.kbytes": 1024, "fetch.queue.backoff.ms": 10, **self.consumer_config()}
 
 
 def _json_offsets(text: str) -> dict:
