@@ -6,7 +6,7 @@ from transforms.kafka_source import KafkaSourceConfig
 def test_the_read_ahead_is_bounded_by_default():
     config = KafkaSourceConfig(bootstrap_servers="127.0.0.1:9092", subscribe=("hits",))
     reader = config.reader_config()
-    assert reader["queued.max.messages.kbytes"] == 4096 and reader["fetch.queue.backoff.ms"] == 10
+    assert reader["queued.max.messages.kbytes"] == 1024 and reader["fetch.queue.backoff.ms"] == 10
     assert {k: v for k, v in reader.items() if k in config.consumer_config()} == config.consumer_config()
     assert "queued.max.messages.kbytes" not in config.consumer_config()
 
