@@ -31,8 +31,9 @@ the one that completes the reference counts, over the time between; start-up (la
 is shown apart, and the two summed.
 
 Latency: hits produced at a steady rate (200 zipcodes, 8 partitions) while a contender streams zip_counts in update
-mode to a Kafka topic: hitstream on Prism with `processing-time=100ms` (the shortest interval it takes), and the peers that emit per update, Bytewax
-(`stateful_map`) and Quix Streams (a running count), each its `--form updates --streaming` (bench/peers). For every
+mode to a Kafka topic: hitstream on Prism with `processing-time=100ms` (the shortest interval it takes), and the
+peers that emit per update, Bytewax (`stateful_map`) and Quix Streams (a running count), each its `--form updates
+--streaming` (bench/peers). For every
 message on the output topic, latency = arrival time - hittime (= produce time) of the event that brought that
 zipcode's count to the value sent, arrival timed as each message is polled; p50 and p99 per rate (default 10k/s,
 5k/s and 1k/s) and contender (`--latency-contenders`).
