@@ -19,6 +19,7 @@ from pathlib import Path
 
 from bench.blog import REPO, _hitstream_cmd, produce_topic
 from bench.spark_blog import child_env
+from transforms.worker_memory import ALLOCATOR_ENV
 
 BUNDLE = "BundleProcessor.process_bundle (apache_beam/runners/worker/bundle_processor.py)"
 AREAS = [  # (area, a fragment of the frame's file)
@@ -89,8 +90,11 @@ def main(argv=None) -> int:
     raw = workdir / "profile.txt"
     command = [str(py_spy), "record", "--format", "raw", "--nolineno", "--subprocesses", "--rate", "100",
                "--output", str(raw), "--"] + _hitstream_cmd(args.runner, args.bootstrap_servers, topic, workdir)
+    # With the allocator settings already in its environment the job does not exec itself, which py-spy cannot follow
+    # (it then sampled the first interpreter alone: 2 samples).
+    env = dict(child_env(), **ALLOCATOR_ENV)
     with open(workdir / "run.log", "wb") as log:
-        code = subprocess.call(command, cwd=str(REPO), env=child_env(), stdout=log, stderr=subprocess.STDOUT)
+        code = subprocess.call(command, cwd=str(REPO), env=env, stdout=log, stderr=subprocess.STDOUT)
     if code != 0:
         print((workdir / "run.log").read_text()[-3000:], file=sys.stderr)
         return code
