@@ -20,7 +20,7 @@ from transforms.kafka_source.partitions import UNBOUNDED, PartitionSpec, Resolve
 from transforms.kafka_source.restriction import OffsetRangeProvider
 from transforms.kafka_source.watermark import EVENT_TIME_HIGHS, PartitionWatermark, PartitionWatermarkProvider
 from transforms.worker_memory import tune_gc
-from transforms.parse import ParsedBatch, parse_record
+from transforms.parse import ParsedBatch, parse_fields, parse_record
 from transforms.rows import CREATE_TIME, LOG_APPEND_TIME, Hit, KafkaBatch, KafkaRecord, new_row
 from transforms.times import to_micros
 
@@ -271,23 +271,28 @@ class ReadPartitionsFn(beam.DoFn):
         KafkaRecord, or its Hit or DeadLetter when the read parses (`KafkaSourceConfig.parses`). A record without
         a readable event time keeps its Kafka time and leaves the watermark alone."""
         ts_type, ts_ms = message.timestamp()
-        record = new_row(KafkaRecord, (  # the fields in KafkaRecord's order
-            message.key(), message.value(), message.topic(), message.partition(), message.offset(), ts_ms,
-            LOG_APPEND_TIME if ts_type == 2 else CREATE_TIME,
-            tuple(message.headers() or ()) if self._config.include_headers else None, False))
-        element, event_ms = record, ts_ms
         if self._parses:
-            # What hittime_millis does, keeping the parse: a record without a Hit is a dead letter.
-            element = parse_record(record)
-            if type(element) is not Hit:
-                return [element, ts_ms / 1000.0, None]
-            if self._config.timestamp_policy == "event-time":
-                event_ms = to_micros(element.hittime) // 1000
-        elif self._config.timestamp_policy == "event-time":
+            # A Hit straight from the message's fields; the KafkaRecord is built only for a dead letter.
+            try:
+                fields = parse_fields(message.value())
+            except Exception:  # pylint: disable=broad-except (parse_record names the broken rule, never raises)
+                return [parse_record(self._record(message, ts_type, ts_ms)), ts_ms / 1000.0, None]
+            hit = new_row(Hit, (*fields, message.topic(), message.partition(), message.offset(), ts_ms, False))
+            event_ms = to_micros(hit.hittime) // 1000 if self._config.timestamp_policy == "event-time" else ts_ms
+            return [hit, event_ms / 1000.0, event_ms * 1000]
+        record = self._record(message, ts_type, ts_ms)
+        event_ms = ts_ms
+        if self._config.timestamp_policy == "event-time":
             event_ms = self._config.event_time_fn(record)
             if event_ms is None:  # unreadable: the parse step dead-letters it; keep the Kafka time for Beam
                 return [record, ts_ms / 1000.0, None]
-        return [element, event_ms / 1000.0, event_ms * 1000]
+        return [record, event_ms / 1000.0, event_ms * 1000]
+
+    def _record(self, message, ts_type: int, ts_ms: int) -> KafkaRecord:
+        return new_row(KafkaRecord, (  # the fields in KafkaRecord's order
+            message.key(), message.value(), message.topic(), message.partition(), message.offset(), ts_ms,
+            LOG_APPEND_TIME if ts_type == 2 else CREATE_TIME,
+            tuple(message.headers() or ()) if self._config.include_headers else None, False))
 
     def _mark_late(self, outputs: list, watermark: PartitionWatermark) -> None:
         """Pass a poll's event times to the partition's watermark in one call (the runner wraps the estimator in
