@@ -59,7 +59,7 @@ import uuid
 from pathlib import Path
 
 import orjson
-from confluent_kafka import Consumer
+from confluent_kafka import Consumer, KafkaException
 from confluent_kafka.admin import AdminClient
 
 from bench import peers, reference
@@ -100,9 +100,13 @@ def delete_new_topics(bootstrap: str, before: set) -> None:
     """Deletes the bench topics made since `before` was listed: a full run leaves some 5 GB of them, which fill the
     broker's disk and slow its restarts."""
     admin = AdminClient({"bootstrap.servers": bootstrap})
-    made = [t for t in admin.list_topics(timeout=10).topics if t not in before and t.startswith(("bench-", "core-"))]
-    for future in (admin.delete_topics(made).values() if made else ()):
-        future.exception(30)  # best effort: a failed delete only leaves a stray topic
+    try:  # best effort, and called from main's finally: it must not hide the error that ended the run
+        made = [t for t in admin.list_topics(timeout=10).topics
+                if t not in before and t.startswith(("bench-", "core-"))]
+        for future in (admin.delete_topics(made).values() if made else ()):
+            future.exception(30)  # a failed delete only leaves a stray topic
+    except (KafkaException, TimeoutError) as error:
+        print(f"bench: the bench topics were not deleted ({error})", file=sys.stderr)
 
 
 def _free_port() -> int:
